@@ -1,0 +1,297 @@
+"""Where user containers run. The rest of servicehub only talks to ``Backend``.
+
+Docker labels are the session state: everything ``SessionInfo`` holds is read back from the
+engine, so a restarted daemon (or the CLI) sees exactly what is running. A Swarm backend
+would implement the same protocol with services instead of containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from .config import AppConfig, Config
+from .docker_client import DockerClient, DockerError
+
+LABEL = "servicehub"
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    container_id: str
+    name: str
+    app: str
+    slug: str
+    user: str
+    created: datetime
+    state: str  # Docker's: created, running, exited, ...
+    exit_code: int
+    address: str | None  # IP on the app's network
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    action: str  # start, die, destroy
+    container_id: str
+    app: str
+    slug: str
+    exit_code: int | None
+
+
+class SpawnError(RuntimeError):
+    """The container could not be created or started; the text is safe to show the user."""
+
+
+class Backend(Protocol):
+    async def prepare(self) -> None: ...
+    async def list_sessions(self) -> list[SessionInfo]: ...
+    async def get(self, app: str, slug: str) -> SessionInfo | None: ...
+    async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo: ...
+    async def remove(self, container_id: str) -> None: ...
+    async def logs_tail(self, container_id: str) -> str: ...
+    def events(self) -> AsyncIterator[SessionEvent]: ...
+    async def close(self) -> None: ...
+
+
+def _now_label() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+
+
+class DockerBackend:
+    def __init__(self, config: Config, client: DockerClient | None = None) -> None:
+        self.config = config
+        self.docker = client or DockerClient(config.docker_socket)
+
+    # Names: every one is built from the hub, app and slug, all safe by construction.
+    def container_name(self, app: str, slug: str) -> str:
+        return f"{self.config.hub}-{app}-{slug}"
+
+    def network_name(self, app: str) -> str:
+        return f"{self.config.hub}-{app}"
+
+    def _hub_filter(self, **extra: str) -> str:
+        labels = [f"{LABEL}.hub={self.config.hub}"] + [f"{LABEL}.{k}={v}" for k, v in extra.items()]
+        return json.dumps({"label": labels})
+
+    async def prepare(self) -> None:
+        """One network per app with inter-container traffic off: users cannot reach each other."""
+        for app in self.config.apps:
+            name = self.network_name(app)
+            try:
+                await self.docker.request("GET", f"/networks/{quote(name)}")
+                continue
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
+            try:
+                await self.docker.request(
+                    "POST",
+                    "/networks/create",
+                    body={
+                        "Name": name,
+                        "CheckDuplicate": True,
+                        "Driver": "bridge",
+                        "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                        "Labels": {f"{LABEL}.hub": self.config.hub, f"{LABEL}.app": app},
+                    },
+                )
+            except DockerError as exc:
+                if exc.status != 409:  # created meanwhile by another process
+                    raise
+
+    def _info(self, data: dict[str, Any]) -> SessionInfo:
+        labels = data.get("Config", {}).get("Labels") or data.get("Labels") or {}
+        app = labels.get(f"{LABEL}.app", "")
+        networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        address = (networks.get(self.network_name(app)) or {}).get("IPAddress") or None
+        state = data.get("State")
+        if isinstance(state, dict):
+            status, exit_code = state.get("Status", ""), int(state.get("ExitCode", 0))
+        else:
+            status, exit_code = str(state or ""), 0
+        name = data.get("Name") or (data.get("Names") or [""])[0]
+        return SessionInfo(
+            container_id=data["Id"],
+            name=name.lstrip("/"),
+            app=app,
+            slug=labels.get(f"{LABEL}.slug", ""),
+            user=labels.get(f"{LABEL}.user", ""),
+            created=_parse_time(labels.get(f"{LABEL}.created", "")),
+            state=status,
+            exit_code=exit_code,
+            address=address,
+        )
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        found = await self.docker.request(
+            "GET", "/containers/json", params={"all": "1", "filters": self._hub_filter()}
+        )
+        # The list view lacks exit codes; inspect each for the full picture.
+        sessions = []
+        for item in found:
+            info = await self.inspect(item["Id"])
+            if info is not None:
+                sessions.append(info)
+        return sessions
+
+    async def inspect(self, container_id: str) -> SessionInfo | None:
+        try:
+            data = await self.docker.request("GET", f"/containers/{quote(container_id)}/json")
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._info(data)
+
+    async def get(self, app: str, slug: str) -> SessionInfo | None:
+        return await self.inspect(self.container_name(app, slug))
+
+    def _volume_source(self, app: AppConfig, slug: str) -> Path | None:
+        name = app.volume_name(slug)
+        if name is None:
+            return None
+        path = self.config.volumes_root / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Create then hand over: the app user must own its data, not root.
+            path.mkdir(mode=0o700)
+            os.chown(path, app.uid, app.gid)
+        return path
+
+    def container_spec(self, app: AppConfig, user: str, slug: str) -> dict[str, Any]:
+        network = self.network_name(app.name)
+        env = dict(app.environment)
+        env.update(
+            {
+                "SERVICEHUB_USER": user,
+                "SERVICEHUB_SLUG": slug,
+                "SERVICEHUB_APP": app.name,
+                "SERVICEHUB_BASE_URL": app.path_prefix,
+                "SERVICEHUB_PORT": str(app.port),
+            }
+        )
+        host_config: dict[str, Any] = {
+            "NetworkMode": network,
+            "Memory": app.limits.memory_bytes,
+            "MemorySwap": app.limits.memory_bytes,  # no swap on top of the cap
+            "NanoCpus": int(app.limits.cpus * 1e9),
+            "PidsLimit": app.limits.pids,
+            "ReadonlyRootfs": app.read_only,
+            "Tmpfs": dict(app.tmpfs),
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges:true"],
+            "RestartPolicy": {"Name": "no"},
+            "Mounts": [],
+        }
+        if app.volume is not None:
+            env["SERVICEHUB_DATA_DIR"] = app.volume.mount
+        spec: dict[str, Any] = {
+            "Image": app.image,
+            "User": f"{app.uid}:{app.gid}",
+            "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+            "Labels": {
+                f"{LABEL}.hub": self.config.hub,
+                f"{LABEL}.app": app.name,
+                f"{LABEL}.slug": slug,
+                f"{LABEL}.user": user,
+                f"{LABEL}.created": _now_label(),
+            },
+            "ExposedPorts": {f"{app.port}/tcp": {}},
+            "HostConfig": host_config,
+            "NetworkingConfig": {"EndpointsConfig": {network: {}}},
+        }
+        if app.entrypoint is not None:
+            spec["Entrypoint"] = app.entrypoint
+        if app.command is not None:
+            spec["Cmd"] = app.command
+        return spec
+
+    async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo:
+        """Create and start the user's container; an existing one with that name is reused."""
+        name = self.container_name(app.name, slug)
+        spec = self.container_spec(app, user, slug)
+        volume = self._volume_source(app, slug)
+        if volume is not None and app.volume is not None:
+            spec["HostConfig"]["Mounts"].append(
+                {"Type": "bind", "Source": str(volume), "Target": app.volume.mount}
+            )
+        try:
+            created = await self.docker.request(
+                "POST", "/containers/create", params={"name": name}, body=spec
+            )
+            container_id = created["Id"]
+        except DockerError as exc:
+            if exc.status == 404:
+                raise SpawnError(f"the image {app.image} is not available on this hub") from exc
+            if exc.status != 409:
+                raise SpawnError(f"the container could not be created ({exc.message})") from exc
+            container_id = name  # the name is taken: another process made it first; adopt it
+        for network in app.networks:
+            try:
+                await self.docker.request(
+                    "POST", f"/networks/{quote(network)}/connect", body={"Container": container_id}
+                )
+            except DockerError as exc:
+                if "already exists" not in exc.message:
+                    raise SpawnError(f"could not join network {network} ({exc.message})") from exc
+        try:
+            await self.docker.request("POST", f"/containers/{quote(container_id)}/start")
+        except DockerError as exc:
+            if exc.status != 304:  # 304: already started
+                raise SpawnError(f"the container could not start ({exc.message})") from exc
+        info = await self.inspect(container_id)
+        if info is None:
+            raise SpawnError("the container vanished right after it started")
+        return info
+
+    async def remove(self, container_id: str) -> None:
+        try:
+            await self.docker.request(
+                "DELETE", f"/containers/{quote(container_id)}", params={"force": "1"}
+            )
+        except DockerError as exc:
+            if exc.status not in (404, 409):  # gone, or removal already in progress
+                raise
+
+    async def logs_tail(self, container_id: str) -> str:
+        try:
+            return await self.docker.logs_tail(container_id)
+        except Exception as exc:  # diagnostics only: never fail the caller
+            return f"(no logs: {exc})"
+
+    async def events(self) -> AsyncIterator[SessionEvent]:
+        filters = {
+            "type": ["container"],
+            "event": ["start", "die", "destroy"],
+            "label": [f"{LABEL}.hub={self.config.hub}"],
+        }
+        async for event in self.docker.events(filters):
+            attrs = (event.get("Actor") or {}).get("Attributes") or {}
+            exit_code = attrs.get("exitCode")
+            yield SessionEvent(
+                action=event.get("Action", ""),
+                container_id=event.get("id", ""),
+                app=attrs.get(f"{LABEL}.app", ""),
+                slug=attrs.get(f"{LABEL}.slug", ""),
+                exit_code=int(exit_code) if exit_code is not None else None,
+            )
+
+    async def close(self) -> None:
+        await self.docker.close()

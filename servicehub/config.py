@@ -1,0 +1,483 @@
+"""The hub's configuration: one YAML file, typed and validated at start-up.
+
+Every error names the offending key as a dotted path (``apps.notebook.limits.memory``) so
+an operator can fix the file without reading code. Unknown keys are errors too: a typo must
+not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_PATH = Path("/etc/servicehub/servicehub.yml")
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+PATH_PREFIX_RE = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
+ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+USER_RE = re.compile(r"^(\d{1,10}):(\d{1,10})$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VOLUME_FIELDS = {"app", "slug"}
+RESERVED_PREFIX = "/_servicehub/"
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; ``key`` is its dotted path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpus: float
+    pids: int
+
+
+@dataclass(frozen=True)
+class Readiness:
+    kind: str  # "http" or "tcp"
+    path: str  # for http: the path probed, relative to nothing (absolute)
+
+
+@dataclass(frozen=True)
+class VolumeConfig:
+    name: str  # template with {app} and {slug}
+    mount: str
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    image: str
+    port: int
+    entrypoint: list[str] | None
+    command: list[str] | None
+    environment: dict[str, str]
+    path_prefix: str
+    host: str | None
+    uid: int
+    gid: int
+    limits: Limits
+    read_only: bool
+    tmpfs: dict[str, str]
+    volume: VolumeConfig | None
+    networks: list[str]
+    readiness: Readiness
+    start_timeout: float
+    idle_timeout: float
+    max_lifetime: float
+    allow_users: frozenset[str]
+    allow_groups: frozenset[str]
+
+    def allows(self, user: str, groups: frozenset[str]) -> bool:
+        if not self.allow_users and not self.allow_groups:
+            return True
+        return user in self.allow_users or bool(groups & self.allow_groups)
+
+    def volume_name(self, slug: str) -> str | None:
+        if self.volume is None:
+            return None
+        return self.volume.name.format(app=self.name, slug=slug)
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    user_header: str
+    groups_header: str
+    issuer: str
+    proxy_secret_header: str
+
+
+@dataclass(frozen=True)
+class TraefikConfig:
+    routes_dir: Path
+    entrypoint: str
+    api_url: str | None
+
+
+@dataclass(frozen=True)
+class Config:
+    hub: str
+    listen_host: str
+    listen_port: int
+    docker_socket: Path
+    volumes_root: Path
+    identity: IdentityConfig
+    traefik: TraefikConfig
+    apps: dict[str, AppConfig] = field(default_factory=dict)
+    # Not from the file: secrets come from the environment only.
+    proxy_secret: str | None = None
+
+    @property
+    def daemon_url(self) -> str:
+        return f"http://{self.listen_host}:{self.listen_port}"
+
+
+class _Section:
+    """A mapping read with its dotted path, so every error can name the key."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(path or "(top level)", "must be a mapping")
+        self.data = dict(data)
+        self.path = path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def raw(self, name: str, default: Any = ..., *, required: bool = False) -> Any:
+        self.used.add(name)
+        if name not in self.data or self.data[name] is None:
+            if required or default is ...:
+                raise ConfigError(self.key(name), "is required")
+            return default
+        return self.data[name]
+
+    def text(
+        self, name: str, default: Any = ..., pattern: re.Pattern[str] | None = None, hint: str = ""
+    ) -> Any:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(self.key(name), f"must be a string, got {type(value).__name__}")
+        if pattern is not None and not pattern.match(value):
+            raise ConfigError(
+                self.key(name), f"invalid value {value!r}{': ' + hint if hint else ''}"
+            )
+        return value
+
+    def integer(self, name: str, default: Any = ..., low: int = 0, high: int = 2**31) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), f"must be an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ConfigError(self.key(name), f"must be between {low} and {high}, got {value}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"must be true or false, got {value!r}")
+        return value
+
+    def duration(self, name: str, default: Any = ...) -> float:
+        value = self.raw(name, default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION_RE.match(value.strip())):
+            seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        else:
+            raise ConfigError(
+                self.key(name), f"must be a duration like 30s, 15m, 2h, 1d; got {value!r}"
+            )
+        if seconds <= 0:
+            raise ConfigError(self.key(name), "must be positive")
+        return seconds
+
+    def str_list(self, name: str, pattern: re.Pattern[str] | None = None) -> list[str]:
+        value = self.raw(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.key(name), "must be a list of strings")
+        for index, item in enumerate(value):
+            if pattern is not None and not pattern.match(item):
+                raise ConfigError(f"{self.key(name)}[{index}]", f"invalid value {item!r}")
+        return list(value)
+
+    def section(self, name: str) -> _Section:
+        return _Section(self.raw(name, {}), self.key(name))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def parse_size(value: Any, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value.strip())):
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+        if size > 0:
+            return size
+    raise ConfigError(key, f"must be a size like 512m or 2g, got {value!r}")
+
+
+def _command(section: _Section, name: str) -> list[str] | None:
+    value = section.raw(name, None)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ConfigError(section.key(name), "must be a list of strings (exec form), not a string")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(section.key(name), "must be a list of strings")
+    return list(value)
+
+
+def _parse_app(name: str, data: Any) -> AppConfig:
+    path = f"apps.{name}"
+    if not NAME_RE.match(name):
+        raise ConfigError(
+            path, "app names are 1-30 characters of a-z, 0-9 and '-', starting with a letter"
+        )
+    s = _Section(data, path)
+    image = s.text("image", pattern=IMAGE_RE, hint="a Docker image reference")
+    port = s.integer("port", 8000, low=1, high=65535)
+    entrypoint = _command(s, "entrypoint")
+    command = _command(s, "command")
+
+    env_raw = s.raw("environment", {})
+    if not isinstance(env_raw, Mapping):
+        raise ConfigError(s.key("environment"), "must be a mapping of NAME: value")
+    environment: dict[str, str] = {}
+    for env_name, env_value in env_raw.items():
+        if not isinstance(env_name, str) or not ENV_NAME_RE.match(env_name):
+            raise ConfigError(f"{s.key('environment')}.{env_name}", "invalid variable name")
+        if env_name.startswith("SERVICEHUB_"):
+            raise ConfigError(
+                f"{s.key('environment')}.{env_name}", "SERVICEHUB_* is set by the hub"
+            )
+        if not isinstance(env_value, (str, int, float, bool)):
+            raise ConfigError(f"{s.key('environment')}.{env_name}", "must be a scalar")
+        environment[env_name] = str(env_value)
+
+    route = s.section("route")
+    path_prefix = route.text(
+        "path_prefix",
+        "/",
+        pattern=PATH_PREFIX_RE,
+        hint="an absolute path that ends with '/', like /notebook/",
+    )
+    if (path_prefix + "/").startswith(RESERVED_PREFIX) or path_prefix.startswith(RESERVED_PREFIX):
+        raise ConfigError(route.key("path_prefix"), f"{RESERVED_PREFIX} is reserved for the hub")
+    host = route.text("host", None, pattern=HOSTNAME_RE, hint="a lower-case DNS name")
+    route.finish()
+
+    user = s.text("user", "1000:1000", pattern=USER_RE, hint="numeric UID:GID, like 1000:1000")
+    m = USER_RE.match(user)
+    assert m is not None
+    uid, gid = int(m.group(1)), int(m.group(2))
+    if uid == 0:
+        raise ConfigError(s.key("user"), "apps never run as root (uid 0)")
+
+    lim = s.section("limits")
+    limits = Limits(
+        memory_bytes=parse_size(lim.raw("memory", "1g"), lim.key("memory")),
+        cpus=_positive_float(lim, "cpus", 1.0),
+        pids=lim.integer("pids", 256, low=16, high=1_000_000),
+    )
+    lim.finish()
+    if limits.memory_bytes < 16 * 1024**2:
+        raise ConfigError(lim.key("memory"), "must be at least 16m")
+
+    read_only = s.flag("read_only", True)
+    tmpfs_raw = s.raw("tmpfs", {"/tmp": "rw,noexec,nosuid,size=64m"})
+    if not isinstance(tmpfs_raw, Mapping):
+        raise ConfigError(s.key("tmpfs"), "must be a mapping of mount path: options")
+    tmpfs: dict[str, str] = {}
+    for mount, options in tmpfs_raw.items():
+        if not isinstance(mount, str) or not ABS_PATH_RE.match(mount) or ".." in mount:
+            raise ConfigError(f"{s.key('tmpfs')}.{mount}", "must be an absolute path")
+        if not isinstance(options, str) or not re.match(r"^[a-z0-9=,]*$", options):
+            raise ConfigError(f"{s.key('tmpfs')}.{mount}", "options must look like rw,size=64m")
+        tmpfs[mount] = options
+
+    volume: VolumeConfig | None = None
+    vol_raw = s.raw("volume", None)
+    if vol_raw is not None:
+        v = _Section(vol_raw, s.key("volume"))
+        template = v.text("name", "{app}-{slug}")
+        _check_volume_template(template, v.key("name"))
+        mount = v.text("mount", "/data", pattern=ABS_PATH_RE, hint="an absolute path")
+        if ".." in mount or mount == "/":
+            raise ConfigError(v.key("mount"), "must be an absolute path below /")
+        v.finish()
+        volume = VolumeConfig(name=template, mount=mount)
+
+    networks = s.str_list("networks", pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+
+    r = s.section("readiness")
+    kind = r.text("type", "http", pattern=re.compile(r"^(http|tcp)$"), hint="http or tcp")
+    probe_path = r.text(
+        "path", path_prefix, pattern=re.compile(r"^/[\x21-\x7e]*$"), hint="an absolute URL path"
+    )
+    r.finish()
+
+    start_timeout = s.duration("start_timeout", 60)
+    idle_timeout = s.duration("idle_timeout", "1h")
+    max_lifetime = s.duration("max_lifetime", "1d")
+    allow = s.section("allow")
+    allow_users = frozenset(allow.str_list("users"))
+    allow_groups = frozenset(allow.str_list("groups"))
+    allow.finish()
+    s.finish()
+    return AppConfig(
+        name=name,
+        image=image,
+        port=port,
+        entrypoint=entrypoint,
+        command=command,
+        environment=environment,
+        path_prefix=path_prefix,
+        host=host,
+        uid=uid,
+        gid=gid,
+        limits=limits,
+        read_only=read_only,
+        tmpfs=tmpfs,
+        volume=volume,
+        networks=networks,
+        readiness=Readiness(kind=kind, path=probe_path),
+        start_timeout=start_timeout,
+        idle_timeout=idle_timeout,
+        max_lifetime=max_lifetime,
+        allow_users=allow_users,
+        allow_groups=allow_groups,
+    )
+
+
+def _positive_float(section: _Section, name: str, default: float) -> float:
+    value = section.raw(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(section.key(name), f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _check_volume_template(template: str, key: str) -> None:
+    """Only {app} and {slug} may appear: both are safe names, so the result is too."""
+    fields = set(re.findall(r"{([^{}]*)}", template))
+    if "slug" not in fields:
+        raise ConfigError(key, "must contain {slug}, or users would share a volume")
+    if not fields <= VOLUME_FIELDS:
+        raise ConfigError(key, f"only {{app}} and {{slug}} may be used, got {sorted(fields)}")
+    literal = re.sub(r"{(app|slug)}", "", template)
+    if not re.match(r"^[A-Za-z0-9_.-]*$", literal) or template.startswith((".", "-")):
+        raise ConfigError(key, "may only contain letters, digits, '_', '.', '-' besides the fields")
+
+
+def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    environ = environ or {}
+    top = _Section(data, "")
+    hub = top.text(
+        "hub",
+        "servicehub",
+        pattern=NAME_RE,
+        hint="1-30 characters of a-z, 0-9 and '-'; prefixes container names",
+    )
+
+    listen = top.section("listen")
+    listen_host = listen.text("host", "127.0.0.1")
+    try:
+        if not ipaddress.ip_address(listen_host).is_loopback:
+            raise ConfigError(
+                listen.key("host"),
+                "must be a loopback address: identity enters only through Apache",
+            )
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            listen.key("host"), f"must be an IP address, got {listen_host!r}"
+        ) from None
+    listen_port = listen.integer("port", 8090, low=1, high=65535)
+    listen.finish()
+
+    docker = top.section("docker")
+    docker_socket = Path(docker.text("socket", "/var/run/docker.sock", pattern=ABS_PATH_RE))
+    docker.finish()
+
+    volumes_root = Path(
+        top.text("volumes_root", "/var/lib/servicehub/volumes", pattern=ABS_PATH_RE)
+    )
+
+    ident = top.section("identity")
+    identity = IdentityConfig(
+        user_header=ident.text("user_header", "X-Servicehub-User", pattern=HEADER_RE),
+        groups_header=ident.text("groups_header", "X-Servicehub-Groups", pattern=HEADER_RE),
+        issuer=ident.text("issuer", "default"),
+        proxy_secret_header=ident.text(
+            "proxy_secret_header", "X-Servicehub-Proxy-Secret", pattern=HEADER_RE
+        ),
+    )
+    ident.finish()
+
+    tr = top.section("traefik")
+    api_url = tr.text(
+        "api_url",
+        None,
+        pattern=re.compile(r"^http://(127\.\d+\.\d+\.\d+|\[::1\]|localhost):\d+$"),
+        hint="http://127.0.0.1:PORT",
+    )
+    traefik = TraefikConfig(
+        routes_dir=Path(tr.text("routes_dir", "/etc/traefik/dynamic", pattern=ABS_PATH_RE)),
+        entrypoint=tr.text("entrypoint", "web", pattern=re.compile(r"^[A-Za-z0-9_-]{1,64}$")),
+        api_url=api_url,
+    )
+    tr.finish()
+
+    apps_raw = top.raw("apps", required=True)
+    if not isinstance(apps_raw, Mapping) or not apps_raw:
+        raise ConfigError("apps", "must define at least one app")
+    apps = {str(name): _parse_app(str(name), app) for name, app in apps_raw.items()}
+    _check_routes_distinct(apps)
+    top.finish()
+
+    secret = environ.get("SERVICEHUB_PROXY_SECRET") or None
+    if secret is not None and not re.match(r"^[A-Za-z0-9_-]{16,256}$", secret):
+        raise ConfigError(
+            "SERVICEHUB_PROXY_SECRET", "must be 16-256 characters of A-Z, a-z, 0-9, '_', '-'"
+        )
+    return Config(
+        hub=hub,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        docker_socket=docker_socket,
+        volumes_root=volumes_root,
+        identity=identity,
+        traefik=traefik,
+        apps=apps,
+        proxy_secret=secret,
+    )
+
+
+def _check_routes_distinct(apps: Mapping[str, AppConfig]) -> None:
+    seen: dict[tuple[str | None, str], str] = {}
+    for app in apps.values():
+        route = (app.host, app.path_prefix)
+        if route in seen:
+            raise ConfigError(f"apps.{app.name}.route", f"same route as app {seen[route]!r}")
+        seen[route] = app.name
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
+    return parse_config(data, environ)

@@ -1,0 +1,192 @@
+"""Traefik file-provider routes: one file per session plus one base file, written atomically.
+
+User ids end up in exactly one place here: the value of a ``Header()`` matcher. It is always
+written as a Go double-quoted string in which every character outside [A-Za-z0-9._-] is a
+``\\u``/``\\U`` escape, so no backtick, quote, brace or newline can ever change the rule. The
+file itself is JSON (a subset of YAML), produced by ``json.dumps``: no template renders ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import AppConfig, Config
+
+INTERNAL_PRIORITY = 10_000_000
+SESSION_PRIORITY = 10_000
+SPAWN_PRIORITY = 1
+_SAFE_CHAR = re.compile(r"[A-Za-z0-9._-]")
+
+
+def go_string_literal(value: str) -> str:
+    """``value`` as a Go double-quoted literal with everything but [A-Za-z0-9._-] escaped."""
+    out = []
+    for char in value:
+        if _SAFE_CHAR.fullmatch(char):
+            out.append(char)
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
+
+
+@dataclass(frozen=True)
+class SessionRoute:
+    app: str
+    slug: str
+    user: str
+    url: str  # http://<container ip>:<port>
+
+
+def router_name(hub: str, app: str, slug: str) -> str:
+    return f"{hub}-{app}-{slug}"
+
+
+def session_file_name(hub: str, app: str, slug: str) -> str:
+    return f"{hub}-session-{app}-{slug}.yml"
+
+
+def app_match(app: AppConfig) -> str:
+    rule = f"PathPrefix(`{app.path_prefix}`)"
+    if app.host:
+        rule = f"Host(`{app.host}`) && {rule}"
+    return rule
+
+
+def session_rule(config: Config, app: AppConfig, user: str) -> str:
+    rule = f"Header(`{config.identity.user_header}`, {go_string_literal(user)}) && {app_match(app)}"
+    if config.proxy_secret:
+        rule += f" && Header(`{config.identity.proxy_secret_header}`, `{config.proxy_secret}`)"
+    return rule
+
+
+def session_priority(app: AppConfig) -> int:
+    # Longer prefixes win, host-specific apps win over path-only ones.
+    return SESSION_PRIORITY + len(app.path_prefix) + (5000 if app.host else 0)
+
+
+def render_session(config: Config, app: AppConfig, route: SessionRoute) -> dict[str, Any]:
+    name = router_name(config.hub, route.app, route.slug)
+    router: dict[str, Any] = {
+        "rule": session_rule(config, app, route.user),
+        "priority": session_priority(app),
+        "entryPoints": [config.traefik.entrypoint],
+        "service": name,
+    }
+    if config.proxy_secret:
+        router["middlewares"] = [f"{config.hub}-strip-secret@file"]
+    return {
+        "http": {
+            "routers": {name: router},
+            "services": {name: {"loadBalancer": {"servers": [{"url": route.url}]}}},
+        }
+    }
+
+
+def render_base(config: Config) -> dict[str, Any]:
+    """Routes to the daemon: its own pages, and the catch-all that spawns on first request."""
+    daemon = f"{config.hub}-daemon"
+    entry = [config.traefik.entrypoint]
+    http: dict[str, Any] = {
+        "routers": {
+            f"{config.hub}-internal": {
+                "rule": "PathPrefix(`/_servicehub/`)",
+                "priority": INTERNAL_PRIORITY,
+                "entryPoints": entry,
+                "service": daemon,
+            },
+            f"{config.hub}-spawn": {
+                "rule": "PathPrefix(`/`)",
+                "priority": SPAWN_PRIORITY,
+                "entryPoints": entry,
+                "service": daemon,
+            },
+        },
+        "services": {daemon: {"loadBalancer": {"servers": [{"url": config.daemon_url}]}}},
+    }
+    if config.proxy_secret:
+        # An empty value makes Traefik delete the header: apps never see the secret.
+        http["middlewares"] = {
+            f"{config.hub}-strip-secret": {
+                "headers": {"customRequestHeaders": {config.identity.proxy_secret_header: ""}}
+            }
+        }
+    return {"http": http}
+
+
+def write_atomic(path: Path, content: str, mode: int = 0o640) -> bool:
+    """Write via a temp file + rename so Traefik never reads half a file. False if unchanged."""
+    try:
+        if path.read_text(encoding="utf-8") == content:
+            return False
+    except FileNotFoundError:
+        pass
+    # The ".tmp" suffix keeps Traefik's file provider from loading the partial file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+class RouteStore:
+    """The daemon's files in Traefik's dynamic directory."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.dir = config.traefik.routes_dir
+
+    def _session_path(self, app: str, slug: str) -> Path:
+        return self.dir / session_file_name(self.config.hub, app, slug)
+
+    def write_base(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.dir / f"{self.config.hub}-base.yml", _dump(render_base(self.config)))
+
+    def write_session(self, route: SessionRoute) -> bool:
+        app = self.config.apps[route.app]
+        return write_atomic(
+            self._session_path(route.app, route.slug),
+            _dump(render_session(self.config, app, route)),
+        )
+
+    def remove_session(self, app: str, slug: str) -> bool:
+        path = self._session_path(app, slug)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def session_files(self) -> set[str]:
+        prefix = f"{self.config.hub}-session-"
+        return {p.name for p in self.dir.glob(f"{prefix}*.yml")}
+
+    def reconcile(self, routes: Iterable[SessionRoute]) -> tuple[int, int]:
+        """Make the files match ``routes`` exactly. Returns (written, removed)."""
+        wanted = {session_file_name(self.config.hub, r.app, r.slug): r for r in routes}
+        written = sum(1 for r in wanted.values() if self.write_session(r))
+        removed = 0
+        for orphan in self.session_files() - set(wanted):
+            (self.dir / orphan).unlink(missing_ok=True)
+            removed += 1
+        return written, removed
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,212 @@
+"""The daemon's HTTP side: Traefik sends it every request that has no session route yet."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from aiohttp import web
+
+from . import pages
+from .config import RESERVED_PREFIX, AppConfig, Config
+from .identity import Identity, IdentityError, parse_identity, secret_matches
+from .sessions import Session, SessionManager, State
+
+log = logging.getLogger("servicehub.server")
+
+STATUS_PATH = "/_servicehub/api/status"
+RETRY_PATH = "/_servicehub/retry"
+HEALTH_PATH = "/_servicehub/healthz"
+LONG_POLL_SECONDS = 20.0
+MANAGER_KEY: web.AppKey[SessionManager] = web.AppKey("manager", SessionManager)
+CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, title: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.title, self.reason = status, title, reason
+
+
+def wants_html(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
+
+
+def refusal(request: web.Request, exc: Refused) -> web.Response:
+    if wants_html(request):
+        return web.Response(
+            status=exc.status,
+            text=pages.refusal_page(exc.title, exc.reason),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store"},
+        )
+    return web.json_response({"error": exc.title, "reason": exc.reason}, status=exc.status)
+
+
+def identify(request: web.Request, config: Config) -> Identity:
+    ident = config.identity
+    if not secret_matches(
+        request.headers.getall(ident.proxy_secret_header, []), config.proxy_secret
+    ):
+        raise Refused(
+            403,
+            "Not through the front door",
+            "This request did not come through the hub's login proxy.",
+        )
+    try:
+        return parse_identity(
+            request.headers.getall(ident.user_header, []),
+            request.headers.getall(ident.groups_header, []),
+            ident.issuer,
+            ident.user_header,
+            ident.groups_header,
+        )
+    except IdentityError as exc:
+        log.warning("refused request for %s: %s", request.path, exc)
+        raise Refused(400, "Who are you?", str(exc)) from None
+
+
+def match_app(config: Config, host: str, path: str) -> AppConfig | None:
+    """The app whose route serves this request: host match first, then the longest prefix."""
+    host = host.split(":", 1)[0].lower()
+    candidates = [
+        a
+        for a in config.apps.values()
+        if (a.host is None or a.host == host) and (path + "/").startswith(a.path_prefix)
+    ]
+    candidates.sort(key=lambda a: (a.host is not None, len(a.path_prefix)), reverse=True)
+    return candidates[0] if candidates else None
+
+
+def authorize(app: AppConfig, identity: Identity) -> None:
+    if not app.allows(identity.user, identity.groups):
+        log.warning("user slug=%s not allowed to use app %s", identity.slug, app.name)
+        raise Refused(403, "Not allowed", f"Your account may not use {app.name}.")
+
+
+def safe_target(value: str | None, default: str) -> str:
+    """Only same-site absolute paths: never an open redirect."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return default
+    return value
+
+
+def status_url(app: str) -> str:
+    return f"{STATUS_PATH}?app={quote(app)}"
+
+
+def session_response(request: web.Request, app: AppConfig, session: Session) -> web.Response:
+    target = safe_target(request.path_qs, app.path_prefix)
+    headers = {"Cache-Control": "no-store", "X-Servicehub-Wait": "1"}
+    if session.state == State.FAILED:
+        if wants_html(request):
+            return web.Response(
+                status=503,
+                content_type="text/html",
+                headers=headers,
+                text=pages.error_page(app.name, session.message, target, RETRY_PATH),
+            )
+        return web.json_response(
+            {"state": "failed", "reason": session.message}, status=503, headers=headers
+        )
+    if wants_html(request):
+        return web.Response(
+            status=200,
+            content_type="text/html",
+            headers=headers,
+            text=pages.wait_page(
+                app.name, target, status_url(app.name), RETRY_PATH, session.status()
+            ),
+        )
+    headers["Retry-After"] = "1"
+    return web.json_response(session.status(), status=503, headers=headers)
+
+
+class Handlers:
+    def __init__(self, config: Config, manager: SessionManager) -> None:
+        self.config = config
+        self.manager = manager
+
+    async def spawn(self, request: web.Request) -> web.StreamResponse:
+        try:
+            identity = identify(request, self.config)
+            app = match_app(self.config, request.host, request.path)
+            if app is None or request.path.startswith(RESERVED_PREFIX):
+                raise Refused(404, "Nothing here", "No app is published at this address.")
+            authorize(app, identity)
+        except Refused as exc:
+            return refusal(request, exc)
+        session = await self.manager.ensure(app, identity.user, identity.slug)
+        return session_response(request, app, session)
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        try:
+            identity = identify(request, self.config)
+            app = self.config.apps.get(request.query.get("app", ""))
+            if app is None:
+                raise Refused(404, "Unknown app", "No such app on this hub.")
+            authorize(app, identity)
+        except Refused as exc:
+            return refusal(request, exc)
+        session = self.manager.get(app.name, identity.slug)
+        if session is None:  # e.g. reaped or removed while the wait page was open
+            session = await self.manager.ensure(app, identity.user, identity.slug)
+        since = _int(request.query.get("since"), -1)
+        if session.version <= since and session.state not in (State.READY, State.FAILED):
+            async with session.changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        session.changed.wait_for(lambda: session.version > since), LONG_POLL_SECONDS
+                    )
+        return web.json_response(session.status(), headers={"Cache-Control": "no-store"})
+
+    async def retry(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        try:
+            identity = identify(request, self.config)
+            app = self.config.apps.get(str(form.get("app", "")))
+            if app is None:
+                raise Refused(404, "Unknown app", "No such app on this hub.")
+            authorize(app, identity)
+        except Refused as exc:
+            return refusal(request, exc)
+        await self.manager.ensure(app, identity.user, identity.slug, retry=True)
+        target = safe_target(str(form.get("next", "")), app.path_prefix)
+        raise web.HTTPSeeOther(location=target)
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok\n")
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def make_app(config: Config, manager: SessionManager) -> web.Application:
+    handlers = Handlers(config, manager)
+    app = web.Application()
+    app[CONFIG_KEY] = config
+    app[MANAGER_KEY] = manager
+    app.router.add_get(HEALTH_PATH, handlers.health)
+    app.router.add_get(STATUS_PATH, handlers.status)
+    app.router.add_post(RETRY_PATH, handlers.retry)
+    app.router.add_route("*", "/{tail:.*}", handlers.spawn)
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await manager.recover()
+        watcher = asyncio.create_task(manager.watch_events())
+        yield
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await manager.close()
+        await manager.backend.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,302 @@
+"""The daemon's view of sessions: spawn on demand, exactly once, and recover after restarts.
+
+Docker is the source of truth. This module keeps only what Docker cannot tell: the progress of
+a spawn in flight (for the wait page) and the reason of the last failure (for the error page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .backend import Backend, SessionEvent, SessionInfo, SpawnError
+from .config import AppConfig, Config
+from .probes import app_answers, poll_until, traefik_has_router
+from .routes import RouteStore, SessionRoute, router_name
+
+log = logging.getLogger("servicehub.sessions")
+ROUTE_TIMEOUT = 15.0
+
+
+class State(enum.StrEnum):
+    CREATING = "creating"  # asking Docker for the container
+    STARTING = "starting"  # container runs, app not answering yet
+    ROUTING = "routing"  # app answers, waiting for Traefik to serve the route
+    READY = "ready"
+    FAILED = "failed"
+
+
+PROGRESS = {
+    State.CREATING: 0.2,
+    State.STARTING: 0.5,
+    State.ROUTING: 0.85,
+    State.READY: 1.0,
+    State.FAILED: 1.0,
+}
+
+
+@dataclass
+class Session:
+    app: str
+    slug: str
+    user: str
+    state: State = State.CREATING
+    message: str = "Creating your container"
+    container_id: str | None = None
+    url: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    version: int = 0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def set(self, state: State, message: str) -> None:
+        async with self.changed:
+            self.state, self.message = state, message
+            self.version += 1
+            self.changed.notify_all()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "app": self.app,
+            "state": str(self.state),
+            "message": self.message,
+            "progress": PROGRESS[self.state],
+            "version": self.version,
+            "elapsed": round(time.monotonic() - self.started, 2),
+        }
+
+
+class SessionManager:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        routes: RouteStore,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.routes = routes
+        self.now = now
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def get(self, app: str, slug: str) -> Session | None:
+        return self.sessions.get((app, slug))
+
+    # --- start-up -----------------------------------------------------------------------
+    async def recover(self) -> None:
+        """Rebuild sessions from Docker labels and make the route files match them."""
+        await self.backend.prepare()
+        self.routes.write_base()
+        routes = []
+        for info in await self.backend.list_sessions():
+            if info.app not in self.config.apps:
+                log.warning(
+                    "container %s belongs to unknown app %r: not routed", info.name, info.app
+                )
+                continue
+            if not info.running or info.address is None:
+                log.info(
+                    "removing stopped session container %s (state %s, exit code %s)",
+                    info.name,
+                    info.state,
+                    info.exit_code,
+                )
+                await self.backend.remove(info.container_id)
+                continue
+            session = self._session_from(info)
+            session.state, session.message = State.READY, "Ready"
+            self.sessions[(info.app, info.slug)] = session
+            routes.append(self._route(session))
+        written, removed = self.routes.reconcile(routes)
+        log.info(
+            "recovered %d running sessions; route files written %d, orphans removed %d",
+            len(routes),
+            written,
+            removed,
+        )
+
+    def _session_from(self, info: SessionInfo) -> Session:
+        app = self.config.apps[info.app]
+        return Session(
+            app=info.app,
+            slug=info.slug,
+            user=info.user,
+            container_id=info.container_id,
+            url=f"http://{info.address}:{app.port}",
+        )
+
+    def _route(self, session: Session) -> SessionRoute:
+        assert session.url is not None
+        return SessionRoute(app=session.app, slug=session.slug, user=session.user, url=session.url)
+
+    # --- spawning -----------------------------------------------------------------------
+    async def ensure(self, app: AppConfig, user: str, slug: str, *, retry: bool = False) -> Session:
+        """The user's session for ``app``, spawning it if there is none. Never waits for it."""
+        key = (app.name, slug)
+        async with self._lock(key):
+            session = self.sessions.get(key)
+            if session is not None and session.state == State.FAILED and retry:
+                await self._discard(session)
+                session = None
+            if session is not None:
+                if session.state == State.READY:
+                    # Traefik sent this request to us, so it does not serve the route (yet):
+                    # write it again and wait until it does.
+                    await session.set(State.ROUTING, "Connecting you to your app")
+                    self._start(self._route_up(session, app))
+                return session
+            session = Session(app=app.name, slug=slug, user=user)
+            self.sessions[key] = session
+            self._start(self._spawn(session, app))
+            return session
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _spawn(self, session: Session, app: AppConfig) -> None:
+        try:
+            info = await self.backend.spawn(app, session.user, session.slug)
+            session.container_id = info.container_id
+            if not info.running or info.address is None:
+                raise SpawnError(await self._exit_reason(info))
+            session.url = f"http://{info.address}:{app.port}"
+            log.info("spawned app=%s slug=%s container=%s", app.name, session.slug, info.name)
+            await session.set(State.STARTING, "Starting the app")
+            await self._wait_ready(session, app, info.address)
+            await self._route_up(session, app)
+        except SpawnError as exc:
+            await self._fail(session, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one user's failure must never take the daemon down
+            log.exception("spawn of app=%s slug=%s failed", app.name, session.slug)
+            await self._fail(session, f"an internal error occurred ({type(exc).__name__})")
+
+    async def _wait_ready(self, session: Session, app: AppConfig, address: str) -> None:
+        loop = asyncio.get_running_loop()
+        last_check = loop.time()
+
+        async def ready() -> bool:
+            nonlocal last_check
+            if await app_answers(self.http, address, app.port, app.readiness):
+                return True
+            if loop.time() - last_check > 0.5 and session.container_id:
+                last_check = loop.time()
+                info = await self.backend.get(app.name, session.slug)
+                if info is None or not info.running:
+                    raise SpawnError(await self._exit_reason(info))
+            return False
+
+        if not await poll_until(ready, app.start_timeout):
+            raise SpawnError(f"the app did not answer within {app.start_timeout:g} s")
+
+    async def _exit_reason(self, info: SessionInfo | None) -> str:
+        if info is None:
+            return "the container disappeared while starting"
+        logs = await self.backend.logs_tail(info.container_id)
+        log.warning(
+            "container %s exited with code %s; last output:\n%s", info.name, info.exit_code, logs
+        )
+        return f"the app stopped while starting (exit code {info.exit_code})"
+
+    async def _route_up(self, session: Session, app: AppConfig) -> None:
+        await session.set(State.ROUTING, "Connecting you to your app")
+        self.routes.write_session(self._route(session))
+        api = self.config.traefik.api_url
+        if api is not None:
+            name = router_name(self.config.hub, app.name, session.slug)
+            routed = await poll_until(
+                lambda: traefik_has_router(self.http, api, name), ROUTE_TIMEOUT
+            )
+            if not routed:
+                await self._fail(session, "the proxy did not pick up the route to your app")
+                return
+        await session.set(State.READY, "Ready")
+        log.info(
+            "ready app=%s slug=%s after %.3f s",
+            app.name,
+            session.slug,
+            time.monotonic() - session.started,
+        )
+
+    async def _fail(self, session: Session, reason: str) -> None:
+        log.error("session app=%s slug=%s failed: %s", session.app, session.slug, reason)
+        self.routes.remove_session(session.app, session.slug)
+        if session.container_id is not None:
+            await self.backend.remove(session.container_id)
+        await session.set(State.FAILED, reason)
+
+    async def _discard(self, session: Session) -> None:
+        self.sessions.pop((session.app, session.slug), None)
+        self.routes.remove_session(session.app, session.slug)
+        if session.container_id is not None:
+            await self.backend.remove(session.container_id)
+
+    async def stop(self, app: str, slug: str) -> bool:
+        async with self._lock((app, slug)):
+            session = self.sessions.get((app, slug))
+            info = await self.backend.get(app, slug)
+            if info is not None:
+                await self.backend.remove(info.container_id)
+            self.routes.remove_session(app, slug)
+            self.sessions.pop((app, slug), None)
+            return session is not None or info is not None
+
+    # --- engine events ------------------------------------------------------------------
+    async def handle_event(self, event: SessionEvent) -> None:
+        key = (event.app, event.slug)
+        session = self.sessions.get(key)
+        if session is None or session.container_id != event.container_id:
+            return  # not ours, or an old container of a session that was respawned
+        if event.action == "die" and session.state == State.READY:
+            async with self._lock(key):
+                await self._fail(session, f"the app stopped (exit code {event.exit_code})")
+        elif event.action == "destroy" and session.state != State.FAILED:
+            # Removed from outside (operator, reaper): forget it; the next request respawns.
+            async with self._lock(key):
+                self.sessions.pop(key, None)
+                self.routes.remove_session(event.app, event.slug)
+                log.info("session app=%s slug=%s removed from outside", event.app, event.slug)
+
+    async def watch_events(self) -> None:
+        """Follow the engine's events for ever, reconnecting when the stream breaks."""
+        while True:
+            try:
+                async for event in self.backend.events():
+                    try:
+                        await self.handle_event(event)
+                    except Exception:
+                        log.exception("handling %s of %s failed", event.action, event.container_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("Docker event stream broke (%s); reconnecting", exc)
+            await asyncio.sleep(1)
