@@ -1,0 +1,50 @@
+# servicehub: make test-fast while iterating, make test before you push (CI runs .ci/run).
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PYTEST  := $(VENV)/bin/pytest
+
+.PHONY: venv lint unit integration test-fast test prerequisites images run-local bench clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check servicehub tests bench
+	$(VENV)/bin/ruff format --check servicehub tests bench
+	$(VENV)/bin/mypy
+	bash -n scripts/*.sh .ci/run
+
+unit: venv
+	$(PYTEST) -q tests/unit
+
+# Needs a running Docker Engine and the test images: `make prerequisites` provides both.
+integration: venv
+	$(PYTEST) -q -m integration tests/integration
+
+test-fast: lint unit integration
+
+# Everything CI needs on a clean Debian machine: packages, a running engine, local images.
+prerequisites:
+	scripts/install-prerequisites.sh
+	scripts/ensure-docker.sh
+	scripts/build-test-images.sh
+
+images:
+	scripts/build-test-images.sh
+
+test: prerequisites venv
+	$(PYTEST) -q tests
+
+run-local: venv
+	$(PY) -m tests.harness
+
+bench: venv
+	$(PY) bench/spawn.py
+	$(PY) bench/proxy.py
+
+clean:
+	rm -rf $(VENV) .work .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Minimal servicehub app: shows who the hub says the user is.
+
+Standard library only, so it runs on a bare Debian base image. It never
+writes outside /tmp and SERVICEHUB_DATA_DIR, so it works with a read-only
+root filesystem.
+"""
+
+import html
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+USER_HEADER = "X-Servicehub-User"
+GROUPS_HEADER = "X-Servicehub-Groups"
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_DATA_BYTES = 1024 * 1024
+
+
+def base_url():
+    # Normalise so routing can rely on a leading and trailing slash.
+    base = os.environ.get("SERVICEHUB_BASE_URL", "/").strip() or "/"
+    return "/" + base.strip("/") + "/" if base.strip("/") else "/"
+
+
+def data_dir():
+    path = os.environ.get("SERVICEHUB_DATA_DIR", "")
+    return path if path and os.path.isdir(path) else None
+
+
+def valid_name(name):
+    # "." and ".." match the character class but would escape the file API.
+    return bool(NAME_RE.fullmatch(name)) and name not in (".", "..")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "servicehub-whoami/1"
+    # Stops a stalled client from pinning a thread forever.
+    timeout = 30
+
+    # -- plumbing ---------------------------------------------------------
+
+    def log_message(self, fmt, *args):
+        # One line per request on stdout, where `docker logs` picks it up.
+        headers = getattr(self, "headers", None)  # unset on malformed requests
+        user = headers.get(USER_HEADER, "-") if headers else "-"
+        print("%s %s %s" % (self.address_string(), user, fmt % args), flush=True)
+
+    def log_error(self, fmt, *args):
+        # Keep stdout at exactly one line per request; details go to stderr.
+        print(fmt % args, file=sys.stderr, flush=True)
+
+    def send(self, status, body, content_type="text/plain; charset=utf-8", headers=None):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def route(self):
+        """Return the path relative to the base URL, or None if outside it."""
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        base = base_url()
+        if not path.startswith(base):
+            return None
+        return path[len(base):]
+
+    def current_user(self):
+        return self.headers.get(USER_HEADER) or os.environ.get("SERVICEHUB_USER") or "anonymous"
+
+    # -- methods ----------------------------------------------------------
+
+    def do_GET(self):
+        rel = self.route()
+        if rel is None:
+            path = self.path.split("?", 1)[0]
+            if path + "/" == base_url():
+                # "/notebook" -> "/notebook/" so relative links keep working.
+                self.send(HTTPStatus.MOVED_PERMANENTLY, "", headers={"Location": base_url()})
+            else:
+                self.send(HTTPStatus.NOT_FOUND, "not found\n")
+        elif rel == "healthz":
+            self.send(HTTPStatus.OK, "ok")
+        elif rel == "whoami":
+            self.whoami()
+        elif rel.startswith("data/"):
+            self.get_data(rel[len("data/"):])
+        else:
+            self.index()
+
+    do_HEAD = do_GET
+
+    def do_PUT(self):
+        rel = self.route()
+        if rel is not None and rel.startswith("data/"):
+            self.put_data(rel[len("data/"):])
+        else:
+            self.send(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n",
+                      headers={"Allow": "GET, HEAD"})
+
+    # -- endpoints --------------------------------------------------------
+
+    def index(self):
+        user = html.escape(self.current_user())
+        base = html.escape(base_url())
+        page = (
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            "<title>whoami</title></head><body>\n"
+            f"<h1>Hello, {user}</h1>\n"
+            f"<p id=\"whoami\">{user}</p>\n"
+            f"<p><a href=\"{base}whoami\">whoami (JSON)</a></p>\n"
+            "</body></html>\n"
+        )
+        self.send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+
+    def whoami(self):
+        groups = self.headers.get(GROUPS_HEADER)
+        info = {
+            "header_user": self.headers.get(USER_HEADER),
+            "header_groups": groups,
+            "groups": [g.strip() for g in groups.split(",") if g.strip()] if groups else [],
+            "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("SERVICEHUB_")},
+            "path": self.path,
+            "hostname": socket.gethostname(),
+        }
+        self.send(HTTPStatus.OK, json.dumps(info, indent=2) + "\n", "application/json")
+
+    def get_data(self, name):
+        if not valid_name(name):
+            return self.send(HTTPStatus.BAD_REQUEST, "invalid name\n")
+        directory = data_dir()
+        if directory is None:
+            return self.send(HTTPStatus.SERVICE_UNAVAILABLE, "no data dir\n")
+        try:
+            with open(os.path.join(directory, name), "rb") as fh:
+                body = fh.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return self.send(HTTPStatus.NOT_FOUND, "not found\n")
+        self.send(HTTPStatus.OK, body, "application/octet-stream")
+
+    def put_data(self, name):
+        if not valid_name(name):
+            return self.send(HTTPStatus.BAD_REQUEST, "invalid name\n")
+        directory = data_dir()
+        if directory is None:
+            return self.send(HTTPStatus.SERVICE_UNAVAILABLE, "no data dir\n")
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self.send(HTTPStatus.LENGTH_REQUIRED, "content-length required\n")
+        if length < 0 or length > MAX_DATA_BYTES:
+            return self.send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too large\n")
+        body = self.rfile.read(length)
+        target = os.path.join(directory, name)
+        existed = os.path.exists(target)
+        # Write then rename, so a reader never sees a half-written file.
+        try:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".put-")
+        except OSError as exc:
+            return self.send(HTTPStatus.INTERNAL_SERVER_ERROR, "cannot write: %s\n" % exc.strerror)
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would surprise other readers
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        status = HTTPStatus.OK if existed else HTTPStatus.CREATED
+        self.send(status, "stored %d bytes\n" % len(body))
+
+
+def on_signal(signum, _frame):
+    # Raising unwinds serve_forever() (or the startup sleep) right away,
+    # so `docker stop` does not have to wait for its SIGKILL timeout.
+    raise SystemExit(0)
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    if os.environ.get("CRASH_ON_START") == "1":
+        print("whoami: CRASH_ON_START=1, exiting with status 3", file=sys.stderr, flush=True)
+        return 3
+
+    try:
+        delay = float(os.environ.get("STARTUP_DELAY", "0") or 0)
+        port = int(os.environ.get("SERVICEHUB_PORT", "8000") or 8000)
+    except ValueError as exc:
+        print("whoami: bad STARTUP_DELAY or SERVICEHUB_PORT: %s" % exc, file=sys.stderr)
+        return 2
+    if delay > 0:
+        print("whoami: delaying startup by %gs" % delay, flush=True)
+        time.sleep(delay)
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    print("whoami: listening on 0.0.0.0:%d, base url %s" % (port, base_url()), flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        print("whoami: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Build the local Docker images the tests use, without any container
+# registry: the base image comes from debootstrap + `docker import`.
+# Usage: scripts/build-test-images.sh [--rebuild]
+set -euo pipefail
+
+BASE_IMAGE=servicehub-test/debian:12
+EXAMPLE_IMAGE=servicehub-example/whoami:latest
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+
+rebuild=0
+case "${1:-}" in
+    "") ;;
+    --rebuild) rebuild=1 ;;
+    *) echo "usage: $0 [--rebuild]" >&2; exit 2 ;;
+esac
+
+log() { echo "build-test-images: $*" >&2; }
+
+have_image() { [ "$rebuild" -eq 0 ] && docker image inspect "$1" >/dev/null 2>&1; }
+
+"$HERE/ensure-docker.sh"
+
+rootfs=
+cleanup() {
+    [ -n "$rootfs" ] && [ -d "$rootfs" ] || return 0
+    # An interrupted debootstrap can leave proc/sys mounted inside the
+    # target; unmount them so the rm below cannot reach the host's.
+    grep -o " $rootfs/[^ ]*" /proc/mounts | sort -r | xargs -r umount -l || true
+    rm -rf --one-file-system "$rootfs"
+}
+trap cleanup EXIT
+
+base_built=0
+if have_image "$BASE_IMAGE"; then
+    log "$BASE_IMAGE exists, skipping (use --rebuild to force)"
+else
+    command -v debootstrap >/dev/null 2>&1 \
+        || { apt-get update -q && apt-get install -y -q debootstrap; }
+    start=$SECONDS
+    rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/servicehub-rootfs.XXXXXX")
+    log "debootstrap bookworm from $MIRROR into $rootfs"
+    debootstrap --variant=minbase --include=python3,ca-certificates \
+        bookworm "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1 \
+        || { tail -n 30 "$rootfs.log" >&2; exit 1; }
+    rm -f "$rootfs.log"
+
+    # Trust the host's extra CAs (e.g. a TLS-intercepting proxy) inside the
+    # image too, so https from containers behaves like on the host.
+    shopt -s nullglob
+    cas=(/usr/local/share/ca-certificates/*.crt)
+    shopt -u nullglob
+    if [ "${#cas[@]}" -gt 0 ]; then
+        cp "${cas[@]}" "$rootfs/usr/local/share/ca-certificates/"
+    fi
+    # Quiet: openssl rehash warns about the bundle file on every run.
+    chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
+
+    # Apt caches, docs and translations are dead weight in a test image
+    # (~50 MB); copyright files stay, as in Debian's own slim images.
+    chroot "$rootfs" apt-get clean
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
+        "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* \
+        "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+        "$rootfs"/usr/share/locale/*
+    find "$rootfs/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+
+    # `docker import` yields an image with no config at all; give it the
+    # PATH/locale/CMD a registry debian image would have.
+    tar --numeric-owner -C "$rootfs" -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["bash"]' \
+        - "$BASE_IMAGE" >/dev/null
+    cleanup
+    rootfs=
+    base_built=1
+    log "built $BASE_IMAGE in $((SECONDS - start))s"
+fi
+
+# A fresh base invalidates the example built on top of it.
+if [ "$base_built" -eq 0 ] && have_image "$EXAMPLE_IMAGE"; then
+    log "$EXAMPLE_IMAGE exists, skipping (use --rebuild to force)"
+else
+    start=$SECONDS
+    # --pull=false: the base exists only locally, a registry lookup would fail.
+    docker build --pull=false -q -t "$EXAMPLE_IMAGE" "$ROOT/examples/whoami" >/dev/null
+    log "built $EXAMPLE_IMAGE in $((SECONDS - start))s"
+fi
+
+for image in "$BASE_IMAGE" "$EXAMPLE_IMAGE"; do
+    docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$image" >&2
+done

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Make sure a Docker Engine is installed and answering on this host.
+# Safe to run repeatedly: does nothing when `docker info` already works.
+set -euo pipefail
+
+LOG=/var/log/dockerd.log
+PIDFILE=/var/run/docker.pid
+TIMEOUT=${DOCKER_START_TIMEOUT:-60}
+
+log() { echo "ensure-docker: $*" >&2; }
+
+if docker info >/dev/null 2>&1; then
+    log "docker engine already running"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "docker is not reachable and starting it needs root"
+    exit 1
+fi
+
+if ! command -v dockerd >/dev/null 2>&1; then
+    log "installing docker.io"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q docker.io
+    # The package may have started the daemon itself (systemd hosts).
+    if docker info >/dev/null 2>&1; then
+        log "docker engine running after install"
+        exit 0
+    fi
+fi
+
+# True if pid $2 is a live (non-zombie) process named $1. Where PID 1 does
+# not reap orphans, a killed daemon lingers as a zombie that `kill -0` and
+# dockerd's own checks still consider alive.
+alive() {
+    [ -n "$2" ] || return 1
+    case "$(ps -o stat= -p "$2" 2>/dev/null)" in
+        "" | Z*) return 1 ;;
+    esac
+    [ "$(ps -o comm= -p "$2")" = "$1" ]
+}
+
+# Drop pid file $2 unless a live $1 owns it. A SIGKILLed dockerd leaves
+# docker.pid behind (the next dockerd refuses to start), and its private
+# containerd's pid file makes the next dockerd wait on a dead socket.
+clear_stale_pidfile() {
+    local pid
+    [ -f "$2" ] || return 0
+    pid=$(cat "$2" 2>/dev/null || true)
+    if alive "$1" "$pid"; then
+        return 1
+    fi
+    log "removing stale $2 (pid '${pid}')"
+    rm -f "$2"
+}
+
+started_pid=
+if ! clear_stale_pidfile dockerd "$PIDFILE"; then
+    log "dockerd (pid $(cat "$PIDFILE")) is alive but not answering yet; waiting"
+else
+    clear_stale_pidfile containerd /var/run/docker/containerd/containerd.pid || true
+    # Containers (and many CI sandboxes) have no systemd as PID 1, so
+    # systemctl cannot work there; fall back to a detached dockerd.
+    if [ "$(ps -p 1 -o comm=)" = "systemd" ]; then
+        log "starting docker via systemctl"
+        systemctl start docker
+    else
+        log "starting dockerd in the background (log: $LOG)"
+        nohup dockerd >"$LOG" 2>&1 </dev/null &
+        started_pid=$!
+    fi
+fi
+
+# Poll rather than sleep a fixed time: startup ranges from <1 s to tens of s.
+deadline=$((SECONDS + TIMEOUT))
+until docker info >/dev/null 2>&1; do
+    if [ -n "$started_pid" ] && ! alive dockerd "$started_pid"; then
+        log "dockerd exited during startup"
+        tail -n 30 "$LOG" >&2
+        exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        log "docker engine did not come up within ${TIMEOUT}s"
+        if [ -f "$LOG" ]; then
+            tail -n 30 "$LOG" >&2
+        else
+            journalctl -u docker --no-pager -n 30 >&2 || true
+        fi
+        exit 1
+    fi
+    sleep 1
+done
+log "docker engine is up ($(docker info --format '{{.ServerVersion}} / {{.Driver}}'))"

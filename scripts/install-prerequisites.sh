@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages the tests need: Docker Engine, Chromium for the wait-page test, debootstrap
+# for the test images, iproute2 for `ss`. Installs only what is missing.
+set -euo pipefail
+needed=()
+for pkg in docker.io chromium debootstrap iproute2 python3-venv make; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || needed+=("$pkg")
+done
+if ((${#needed[@]})); then
+  echo "installing: ${needed[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
+fi

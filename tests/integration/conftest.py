@@ -1,0 +1,47 @@
+import subprocess
+
+import pytest
+
+from tests.harness import EXAMPLE_IMAGE, Hub, example_apps
+
+
+def _docker_ok() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    if not _docker_ok():
+        pytest.fail("no Docker Engine: run scripts/ensure-docker.sh (make test does)")
+
+
+@pytest.fixture(scope="session")
+def example_image(docker_engine):
+    found = subprocess.run(
+        ["docker", "image", "inspect", EXAMPLE_IMAGE], capture_output=True, check=False
+    )
+    if found.returncode != 0:
+        pytest.fail(f"{EXAMPLE_IMAGE} missing: run scripts/build-test-images.sh (make test does)")
+    return EXAMPLE_IMAGE
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    item.stash.setdefault("reports", {})[report.when] = report
+    return report
+
+
+@pytest.fixture
+def hub(request, tmp_path, example_image):
+    """A running hub (Traefik + daemon); on failure its logs are printed; containers removed."""
+    instance = Hub(workdir=tmp_path, apps=example_apps())
+    try:
+        instance.start()
+        yield instance
+    finally:
+        reports = request.node.stash.get("reports", {})
+        if any(r.failed for r in reports.values()) or instance.daemon is None:
+            print(instance.logs())
+        instance.stop()
+        instance.cleanup_docker()

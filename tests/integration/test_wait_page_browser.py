@@ -1,0 +1,67 @@
+"""The wait page in a real headless Chromium: progress shown, then the app, no manual reload."""
+
+import shutil
+
+import pytest
+
+from tests.harness import SECRET_HEADER, USER_HEADER
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The machine has no outside network: keep Chromium from trying to reach it.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.fail("Debian's chromium is missing: make test installs it")
+    with sync_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def test_wait_page_shows_progress_then_lands_on_the_app(hub, browser):
+    context = browser.new_context(
+        extra_http_headers={USER_HEADER: "alice@example.org", SECRET_HEADER: hub.secret}
+    )
+    page = context.new_page()
+    documents = []
+    page.on(
+        "response",
+        lambda r: documents.append(r.status) if r.request.resource_type == "document" else None,
+    )
+    page.goto(f"http://127.0.0.1:{hub.web_port}/slow/?tab=1")
+    # First the wait page, with its progress bar part-way.
+    assert page.title() == "Starting slow"
+    progress = page.locator("#progress")
+    assert 0 < float(progress.get_attribute("value")) < 1
+    # Then the app itself, on the URL that was asked for, with no reload from the test.
+    page.wait_for_selector("#whoami", timeout=60_000)
+    assert page.title() == "whoami"
+    assert page.text_content("#whoami") == "alice@example.org"
+    assert page.url.endswith("/slow/?tab=1")
+    assert len(documents) == 2  # the wait page, then one navigation to the app
+    context.close()
+
+
+def test_failure_shows_reason_and_retry_button(hub, browser):
+    context = browser.new_context(
+        extra_http_headers={USER_HEADER: "bob", SECRET_HEADER: hub.secret}
+    )
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{hub.web_port}/crash/")
+    page.wait_for_selector("#retry", state="visible", timeout=60_000)
+    assert "exit code 3" in page.text_content("#reason")
+    context.close()

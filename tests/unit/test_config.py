@@ -1,0 +1,110 @@
+from pathlib import Path
+
+import pytest
+
+from servicehub.config import ConfigError, load_config, parse_config
+
+MINIMAL = {"apps": {"whoami": {"image": "servicehub-example/whoami:latest"}}}
+
+
+def app(**overrides):
+    return {"apps": {"whoami": {"image": "servicehub-example/whoami:latest", **overrides}}}
+
+
+def test_minimal_config_gets_safe_defaults():
+    config = parse_config(MINIMAL)
+    app_config = config.apps["whoami"]
+    assert config.listen_host == "127.0.0.1"
+    assert app_config.uid == 1000 and app_config.read_only
+    assert app_config.path_prefix == "/"
+    assert app_config.limits.pids == 256
+    assert app_config.idle_timeout == 3600
+
+
+def test_durations_and_sizes_parse():
+    config = parse_config(
+        app(
+            idle_timeout="15m",
+            max_lifetime="2h",
+            start_timeout=30,
+            limits={"memory": "512m", "cpus": 0.5, "pids": 64},
+        )
+    )
+    a = config.apps["whoami"]
+    assert (a.idle_timeout, a.max_lifetime, a.start_timeout) == (900, 7200, 30)
+    assert a.limits.memory_bytes == 512 * 1024**2 and a.limits.cpus == 0.5
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({}, "apps"),
+        ({"apps": {}}, "apps"),
+        ({"apps": {"Bad_Name": {"image": "x"}}}, "apps.Bad_Name"),
+        (app(image=None), "apps.whoami.image"),
+        (app(port=0), "apps.whoami.port"),
+        (app(port="80"), "apps.whoami.port"),
+        (app(user="root"), "apps.whoami.user"),
+        (app(user="0:0"), "apps.whoami.user"),
+        (app(limits={"memory": "lots"}), "apps.whoami.limits.memory"),
+        (app(limits={"cpus": -1}), "apps.whoami.limits.cpus"),
+        (app(limits={"pids": 1}), "apps.whoami.limits.pids"),
+        (app(limits={"swap": "1g"}), "apps.whoami.limits.swap"),
+        (app(idle_timeout="soon"), "apps.whoami.idle_timeout"),
+        (app(route={"path_prefix": "/no-trailing-slash"}), "apps.whoami.route.path_prefix"),
+        (app(route={"path_prefix": "/_servicehub/"}), "apps.whoami.route.path_prefix"),
+        (app(route={"host": "Bad Host"}), "apps.whoami.route.host"),
+        (app(volume={"name": "shared"}), "apps.whoami.volume.name"),
+        (app(volume={"name": "{user}-{slug}"}), "apps.whoami.volume.name"),
+        (app(volume={"name": "../{slug}"}), "apps.whoami.volume.name"),
+        (app(volume={"mount": "/"}), "apps.whoami.volume.mount"),
+        (app(command="python app.py"), "apps.whoami.command"),
+        (app(environment={"SERVICEHUB_USER": "x"}), "apps.whoami.environment.SERVICEHUB_USER"),
+        (app(readiness={"type": "grpc"}), "apps.whoami.readiness.type"),
+        (app(imgae="typo"), "apps.whoami.imgae"),
+        ({**MINIMAL, "listen": {"host": "0.0.0.0"}}, "listen.host"),
+        ({**MINIMAL, "listen": {"host": "example.org"}}, "listen.host"),
+        ({**MINIMAL, "traefik": {"api_url": "http://10.0.0.1:8080"}}, "traefik.api_url"),
+        ({**MINIMAL, "colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(data, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert err.value.key == key
+    assert str(err.value).startswith(key)
+
+
+def test_two_apps_on_the_same_route_are_refused():
+    data = {"apps": {"a": {"image": "x"}, "b": {"image": "y"}}}
+    with pytest.raises(ConfigError, match="same route"):
+        parse_config(data)
+
+
+def test_proxy_secret_comes_from_environment_and_is_checked():
+    assert parse_config(MINIMAL, {"SERVICEHUB_PROXY_SECRET": "s" * 32}).proxy_secret == "s" * 32
+    with pytest.raises(ConfigError) as err:
+        parse_config(MINIMAL, {"SERVICEHUB_PROXY_SECRET": "short"})
+    assert err.value.key == "SERVICEHUB_PROXY_SECRET"
+
+
+def test_load_config_reports_yaml_errors_with_the_file(tmp_path: Path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("apps: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yml")
+
+
+def test_allow_lists():
+    a = parse_config(app(allow={"users": ["alice"], "groups": ["lab"]})).apps["whoami"]
+    assert a.allows("alice", frozenset())
+    assert a.allows("bob", frozenset({"lab"}))
+    assert not a.allows("bob", frozenset({"other"}))
+    assert parse_config(MINIMAL).apps["whoami"].allows("anyone", frozenset())
+
+
+def test_volume_name_uses_only_safe_fields():
+    a = parse_config(app(volume={"name": "home-{app}-{slug}", "mount": "/home/app"})).apps["whoami"]
+    assert a.volume_name("alice-abc") == "home-whoami-alice-abc"

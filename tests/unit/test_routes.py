@@ -1,0 +1,79 @@
+import ast
+import json
+
+import pytest
+import yaml
+
+from servicehub.config import parse_config
+from servicehub.routes import (
+    RouteStore,
+    SessionRoute,
+    go_string_literal,
+    render_base,
+    render_session,
+    session_file_name,
+)
+
+from .test_identity import NASTY_IDS
+
+
+def config(secret=None, **app):
+    env = {"SERVICEHUB_PROXY_SECRET": secret} if secret else {}
+    return parse_config({"hub": "hub", "apps": {"whoami": {"image": "img", **app}}}, env)
+
+
+@pytest.mark.parametrize("user", [*NASTY_IDS, "new\nline", "tab\there", "😀"])
+def test_go_literal_round_trips_and_hides_every_special_character(user):
+    literal = go_string_literal(user)
+    inner = literal[1:-1]
+    # Only safe characters and backslash escapes: no quote, backtick, brace, space or newline.
+    assert all(c.isascii() and (c.isalnum() or c in "._-\\") for c in inner), literal
+    # Go's and Python's \u / \U escapes agree, so Python can decode it back.
+    assert ast.literal_eval(literal) == user
+
+
+def test_session_rule_matches_exact_user_app_and_secret():
+    cfg = config(secret="s" * 20, route={"path_prefix": "/app/", "host": "hub.example.org"})
+    route = SessionRoute(app="whoami", slug="alice-x", user="a`b", url="http://172.18.0.2:8000")
+    data = render_session(cfg, cfg.apps["whoami"], route)
+    router = data["http"]["routers"]["hub-whoami-alice-x"]
+    assert router["rule"] == (
+        'Header(`X-Servicehub-User`, "a\\u0060b") && Host(`hub.example.org`) && '
+        "PathPrefix(`/app/`) && Header(`X-Servicehub-Proxy-Secret`, `" + "s" * 20 + "`)"
+    )
+    assert router["middlewares"] == ["hub-strip-secret@file"]
+    servers = data["http"]["services"]["hub-whoami-alice-x"]["loadBalancer"]["servers"]
+    assert servers == [{"url": "http://172.18.0.2:8000"}]
+
+
+def test_base_routes_send_unrouted_requests_to_the_daemon():
+    cfg = config()
+    routers = render_base(cfg)["http"]["routers"]
+    assert routers["hub-spawn"]["priority"] < routers["hub-internal"]["priority"]
+    assert "middlewares" not in render_base(cfg)["http"]
+
+
+def test_store_writes_parseable_files_and_reconciles(tmp_path):
+    cfg = parse_config(
+        {
+            "hub": "hub",
+            "traefik": {"routes_dir": str(tmp_path)},
+            "apps": {"whoami": {"image": "img"}},
+        }
+    )
+    store = RouteStore(cfg)
+    store.write_base()
+    keep = SessionRoute(app="whoami", slug="keep", user="k", url="http://10.0.0.2:8000")
+    stale = tmp_path / session_file_name("hub", "whoami", "orphan")
+    stale.write_text("{}")
+    other_hub = tmp_path / "otherhub-session-whoami-x.yml"
+    other_hub.write_text("{}")
+    assert store.reconcile([keep]) == (1, 1)
+    assert not stale.exists() and other_hub.exists()
+    assert store.reconcile([keep]) == (0, 0)  # unchanged files are not rewritten
+    written = yaml.safe_load((tmp_path / session_file_name("hub", "whoami", "keep")).read_text())
+    assert written == json.loads(
+        (tmp_path / session_file_name("hub", "whoami", "keep")).read_text()
+    )
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+    assert store.remove_session("whoami", "keep") and not store.remove_session("whoami", "keep")
