@@ -15,10 +15,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import EXAMPLE_IMAGE, Hub  # noqa: E402
+from tests.harness import EXAMPLE_IMAGE, Hub
 
-APP = {"whoami": {"image": EXAMPLE_IMAGE, "limits": {"memory": "256m", "cpus": 1, "pids": 64},
-                  "readiness": {"type": "http", "path": "/healthz"}}}
+APP = {
+    "whoami": {
+        "image": EXAMPLE_IMAGE,
+        "limits": {"memory": "256m", "cpus": 1, "pids": 64},
+        "readiness": {"type": "http", "path": "/healthz"},
+    }
+}
 
 
 def latencies(host: str, port: int, headers: dict[str, str], n: int) -> list[float]:
@@ -58,9 +63,17 @@ def main() -> None:
             hub.stop()
             hub.cleanup_docker()
     med = lambda xs: round(statistics.median(xs) * 1000, 3)  # noqa: E731
-    print(json.dumps({"requests": args.requests, "direct_median_ms": med(direct),
-                      "traefik_median_ms": med(proxied),
-                      "overhead_ms": round(med(proxied) - med(direct), 3)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "requests": args.requests,
+                "direct_median_ms": med(direct),
+                "traefik_median_ms": med(proxied),
+                "overhead_ms": round(med(proxied) - med(direct), 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,15 +16,20 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import EXAMPLE_IMAGE, Hub, wait_for  # noqa: E402
+from tests.harness import EXAMPLE_IMAGE, Hub, wait_for
 
-APP = {"whoami": {"image": EXAMPLE_IMAGE, "limits": {"memory": "256m", "cpus": 1, "pids": 64},
-                  "readiness": {"type": "http", "path": "/healthz"}}}
+APP = {
+    "whoami": {
+        "image": EXAMPLE_IMAGE,
+        "limits": {"memory": "256m", "cpus": 1, "pids": 64},
+        "readiness": {"type": "http", "path": "/healthz"},
+    }
+}
 
 
 def answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback/bridge only)
+        with urllib.request.urlopen(url, timeout=1) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -33,13 +38,43 @@ def answers(url: str) -> bool:
 def plain_docker_run(network: str) -> float:
     start = time.perf_counter()
     cid = subprocess.run(
-        ["docker", "run", "-d", "--network", network, "--user", "1000:1000", "--read-only",
-         "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-         "--memory", "256m", "--pids-limit", "64", EXAMPLE_IMAGE],
-        capture_output=True, text=True, check=True).stdout.strip()
-    ip = subprocess.run(["docker", "inspect", "-f",
-                         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid],
-                        capture_output=True, text=True, check=True).stdout.strip()
+        [
+            "docker",
+            "run",
+            "-d",
+            "--network",
+            network,
+            "--user",
+            "1000:1000",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--memory",
+            "256m",
+            "--pids-limit",
+            "64",
+            EXAMPLE_IMAGE,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ip = subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            cid,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     wait_for(lambda: answers(f"http://{ip}:8000/healthz"), 30, "plain container", interval=0.005)
     elapsed = time.perf_counter() - start
     subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
@@ -51,9 +86,17 @@ def hub_first_request(hub: Hub, user: str) -> float:
     resp = hub.open(user, "/healthz", app="whoami")
     elapsed = time.perf_counter() - start
     assert resp.status == 200 and not resp.is_wait, resp.text
-    subprocess.run(["docker", "rm", "-f", f"{hub.hub_name}-whoami-" +
-                    hub.containers(user=user)[0]["Config"]["Labels"]["servicehub.slug"]],
-                   capture_output=True, check=True)
+    subprocess.run(
+        [
+            "docker",
+            "rm",
+            "-f",
+            f"{hub.hub_name}-whoami-"
+            + hub.containers(user=user)[0]["Config"]["Labels"]["servicehub.slug"],
+        ],
+        capture_output=True,
+        check=True,
+    )
     return elapsed
 
 
@@ -76,11 +119,14 @@ def main() -> None:
             hub.stop()
             hub.cleanup_docker()
     ms = lambda xs: round(statistics.median(xs) * 1000, 1)  # noqa: E731
-    result = {"runs": args.runs, "plain_docker_run_ms": ms(plain_times),
-              "hub_first_request_ms": ms(hub_times),
-              "overhead_ms": round(ms(hub_times) - ms(plain_times), 1),
-              "hub_ms_all": [round(t * 1000) for t in hub_times],
-              "plain_ms_all": [round(t * 1000) for t in plain_times]}
+    result = {
+        "runs": args.runs,
+        "plain_docker_run_ms": ms(plain_times),
+        "hub_first_request_ms": ms(hub_times),
+        "overhead_ms": round(ms(hub_times) - ms(plain_times), 1),
+        "hub_ms_all": [round(t * 1000) for t in hub_times],
+        "plain_ms_all": [round(t * 1000) for t in plain_times],
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -23,6 +23,14 @@ have_image() { [ "$rebuild" -eq 0 ] && docker image inspect "$1" >/dev/null 2>&1
 
 "$HERE/ensure-docker.sh"
 
+# Remember what --rebuild replaces, to drop it once it is left untagged.
+old_ids=()
+if [ "$rebuild" -eq 1 ]; then
+    for image in "$EXAMPLE_IMAGE" "$BASE_IMAGE"; do
+        id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) && old_ids+=("$id")
+    done
+fi
+
 rootfs=
 cleanup() {
     [ -n "$rootfs" ] && [ -d "$rootfs" ] || return 0
@@ -33,7 +41,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-base_built=0
 if have_image "$BASE_IMAGE"; then
     log "$BASE_IMAGE exists, skipping (use --rebuild to force)"
 else
@@ -76,19 +83,22 @@ else
         - "$BASE_IMAGE" >/dev/null
     cleanup
     rootfs=
-    base_built=1
     log "built $BASE_IMAGE in $((SECONDS - start))s"
 fi
 
-# A fresh base invalidates the example built on top of it.
-if [ "$base_built" -eq 0 ] && have_image "$EXAMPLE_IMAGE"; then
-    log "$EXAMPLE_IMAGE exists, skipping (use --rebuild to force)"
-else
-    start=$SECONDS
-    # --pull=false: the base exists only locally, a registry lookup would fail.
-    docker build --pull=false -q -t "$EXAMPLE_IMAGE" "$ROOT/examples/whoami" >/dev/null
-    log "built $EXAMPLE_IMAGE in $((SECONDS - start))s"
-fi
+# Always (re)build the example: with the layer cache this takes a second when nothing changed,
+# and it keeps the image in step with examples/whoami/.
+start=$SECONDS
+# --pull=false: the base exists only locally, a registry lookup would fail.
+docker build --pull=false -q -t "$EXAMPLE_IMAGE" "$ROOT/examples/whoami" >/dev/null
+log "built $EXAMPLE_IMAGE in $((SECONDS - start))s"
+
+for id in "${old_ids[@]}"; do
+    if [ "$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ]; then
+        # Best effort: a container may still be using the old image.
+        docker image rm "$id" >/dev/null 2>&1 || true
+    fi
+done
 
 for image in "$BASE_IMAGE" "$EXAMPLE_IMAGE"; do
     docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$image" >&2

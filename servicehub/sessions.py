@@ -276,15 +276,24 @@ class SessionManager:
         session = self.sessions.get(key)
         if session is None or session.container_id != event.container_id:
             return  # not ours, or an old container of a session that was respawned
-        if event.action == "die" and session.state == State.READY:
+        if event.action in ("die", "destroy") and session.state == State.READY:
+            # Stopped from outside (operator, reaper) or crashed: either way the route now
+            # leads nowhere. Forget the session; the user's next request spawns a fresh one.
             async with self._lock(key):
-                await self._fail(session, f"the app stopped (exit code {event.exit_code})")
-        elif event.action == "destroy" and session.state != State.FAILED:
-            # Removed from outside (operator, reaper): forget it; the next request respawns.
-            async with self._lock(key):
+                if self.sessions.get(key) is not session:
+                    return
                 self.sessions.pop(key, None)
                 self.routes.remove_session(event.app, event.slug)
-                log.info("session app=%s slug=%s removed from outside", event.app, event.slug)
+                if event.action == "die":
+                    logs = await self.backend.logs_tail(event.container_id)
+                    log.warning(
+                        "session app=%s slug=%s container stopped (exit code %s); last output:\n%s",
+                        event.app,
+                        event.slug,
+                        event.exit_code,
+                        logs,
+                    )
+                    await self.backend.remove(event.container_id)
 
     async def watch_events(self) -> None:
         """Follow the engine's events for ever, reconnecting when the stream breaks."""

@@ -51,7 +51,7 @@ class Handler(BaseHTTPRequestHandler):
         # One line per request on stdout, where `docker logs` picks it up.
         headers = getattr(self, "headers", None)  # unset on malformed requests
         user = headers.get(USER_HEADER, "-") if headers else "-"
-        print("%s %s %s" % (self.address_string(), user, fmt % args), flush=True)
+        print(f"{self.address_string()} {user} {fmt % args}", flush=True)
 
     def log_error(self, fmt, *args):
         # Keep stdout at exactly one line per request; details go to stderr.
@@ -76,10 +76,20 @@ class Handler(BaseHTTPRequestHandler):
         base = base_url()
         if not path.startswith(base):
             return None
-        return path[len(base):]
+        return path[len(base) :]
+
+    def header(self, name):
+        # http.server decodes header bytes as Latin-1; the hub sends UTF-8.
+        value = self.headers.get(name)
+        if value is None:
+            return None
+        try:
+            return value.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return value
 
     def current_user(self):
-        return self.headers.get(USER_HEADER) or os.environ.get("SERVICEHUB_USER") or "anonymous"
+        return self.header(USER_HEADER) or os.environ.get("SERVICEHUB_USER") or "anonymous"
 
     # -- methods ----------------------------------------------------------
 
@@ -97,7 +107,7 @@ class Handler(BaseHTTPRequestHandler):
         elif rel == "whoami":
             self.whoami()
         elif rel.startswith("data/"):
-            self.get_data(rel[len("data/"):])
+            self.get_data(rel[len("data/") :])
         else:
             self.index()
 
@@ -106,10 +116,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self):
         rel = self.route()
         if rel is not None and rel.startswith("data/"):
-            self.put_data(rel[len("data/"):])
+            self.put_data(rel[len("data/") :])
         else:
-            self.send(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n",
-                      headers={"Allow": "GET, HEAD"})
+            self.send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                headers={"Allow": "GET, HEAD"},
+            )
 
     # -- endpoints --------------------------------------------------------
 
@@ -117,19 +130,19 @@ class Handler(BaseHTTPRequestHandler):
         user = html.escape(self.current_user())
         base = html.escape(base_url())
         page = (
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
             "<title>whoami</title></head><body>\n"
             f"<h1>Hello, {user}</h1>\n"
-            f"<p id=\"whoami\">{user}</p>\n"
-            f"<p><a href=\"{base}whoami\">whoami (JSON)</a></p>\n"
+            f'<p id="whoami">{user}</p>\n'
+            f'<p><a href="{base}whoami">whoami (JSON)</a></p>\n'
             "</body></html>\n"
         )
         self.send(HTTPStatus.OK, page, "text/html; charset=utf-8")
 
     def whoami(self):
-        groups = self.headers.get(GROUPS_HEADER)
+        groups = self.header(GROUPS_HEADER)
         info = {
-            "header_user": self.headers.get(USER_HEADER),
+            "header_user": self.header(USER_HEADER),
             "header_groups": groups,
             "groups": [g.strip() for g in groups.split(",") if g.strip()] if groups else [],
             "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("SERVICEHUB_")},
@@ -170,7 +183,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".put-")
         except OSError as exc:
-            return self.send(HTTPStatus.INTERNAL_SERVER_ERROR, "cannot write: %s\n" % exc.strerror)
+            return self.send(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot write: {exc.strerror}\n")
         try:
             os.fchmod(fd, 0o644)  # mkstemp's 0600 would surprise other readers
             with os.fdopen(fd, "wb") as fh:
@@ -180,7 +193,7 @@ class Handler(BaseHTTPRequestHandler):
             os.unlink(tmp)
             raise
         status = HTTPStatus.OK if existed else HTTPStatus.CREATED
-        self.send(status, "stored %d bytes\n" % len(body))
+        self.send(status, f"stored {len(body)} bytes\n")
 
 
 def on_signal(signum, _frame):
@@ -201,15 +214,15 @@ def main():
         delay = float(os.environ.get("STARTUP_DELAY", "0") or 0)
         port = int(os.environ.get("SERVICEHUB_PORT", "8000") or 8000)
     except ValueError as exc:
-        print("whoami: bad STARTUP_DELAY or SERVICEHUB_PORT: %s" % exc, file=sys.stderr)
+        print(f"whoami: bad STARTUP_DELAY or SERVICEHUB_PORT: {exc}", file=sys.stderr)
         return 2
     if delay > 0:
-        print("whoami: delaying startup by %gs" % delay, flush=True)
+        print(f"whoami: delaying startup by {delay:g}s", flush=True)
         time.sleep(delay)
 
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     server.daemon_threads = True
-    print("whoami: listening on 0.0.0.0:%d, base url %s" % (port, base_url()), flush=True)
+    print(f"whoami: listening on 0.0.0.0:{port}, base url {base_url()}", flush=True)
     try:
         server.serve_forever()
     finally:

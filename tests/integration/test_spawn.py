@@ -170,3 +170,16 @@ def test_daemon_and_traefik_listen_on_loopback_only(hub):
             seen[int(port)] = host
     assert set(seen) == ours
     assert all(host == "127.0.0.1" for host in seen.values()), seen
+
+
+def test_a_container_that_dies_later_is_replaced_on_the_next_request(hub):
+    hub.open("kim", "/whoami", app="whoami")
+    (before,) = hub.containers(app="whoami")
+    route = next(hub.routes_dir.glob(f"{hub.hub_name}-session-whoami-kim-*"))
+    subprocess.run(["docker", "kill", before["Id"]], capture_output=True, check=True)
+    wait_for(lambda: not route.exists(), 10, "the dead session's route to go")
+    assert "exit code 137" in hub.daemon_log.read_text()
+    resp = hub.open("kim", "/whoami", app="whoami")
+    assert resp.json()["header_user"] == "kim"
+    (after,) = hub.containers(app="whoami")
+    assert after["Id"] != before["Id"]

@@ -1,0 +1,51 @@
+"""The operator's commands against a running hub."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_help_and_version_smoke():
+    for args in (["--help"], ["--version"], ["run", "--help"], ["sessions", "--help"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "servicehub", *args], capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 0 and "servicehub" in out.stdout
+
+
+def test_check_config_accepts_good_and_names_the_bad_key(hub, tmp_path):
+    good = hub.cli("check-config")
+    assert good.returncode == 0 and "OK" in good.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text("apps:\n  whoami:\n    image: x\n    limits: {memory: lots}\n")
+    out = hub.cli("--config", str(bad), "check-config")
+    assert out.returncode == 2
+    assert "apps.whoami.limits.memory" in out.stderr
+
+
+def test_sessions_lists_and_stop_removes_but_keeps_the_volume(hub):
+    hub.open("alice@example.org", "/whoami", app="whoami")
+    hub.open("bob", "/slow/", app="slow")
+    rows = json.loads(hub.cli("sessions", "--json").stdout)
+    assert {(r["user"], r["app"], r["state"]) for r in rows} == {
+        ("alice@example.org", "whoami", "running"),
+        ("bob", "slow", "running"),
+    }
+    table = hub.cli("sessions").stdout
+    assert table.splitlines()[0].split() == ["USER", "APP", "CONTAINER", "STARTED", "STATE"]
+    assert "alice@example.org" in table
+    volume = next((hub.workdir / "volumes").iterdir())
+    (volume / "keep.txt").write_text("data")
+
+    stopped = hub.cli("stop", "alice@example.org")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert [c["Config"]["Labels"]["servicehub.user"] for c in hub.containers()] == ["bob"]
+    assert (volume / "keep.txt").read_text() == "data"
+    assert hub.cli("stop", "nobody").returncode == 1
+    # The next request respawns and sees the same volume.
+    resp = hub.open("alice@example.org", "/data/keep.txt", app="whoami")
+    assert resp.body == b"data"
