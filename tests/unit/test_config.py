@@ -108,3 +108,8 @@ def test_allow_lists():
 def test_volume_name_uses_only_safe_fields():
     a = parse_config(app(volume={"name": "home-{app}-{slug}", "mount": "/home/app"})).apps["whoami"]
     assert a.volume_name("alice-abc") == "home-whoami-alice-abc"
+
+
+def test_the_documented_example_config_is_valid():
+    config = load_config(Path(__file__).parents[2] / "examples" / "servicehub.yml")
+    assert set(config.apps) == {"whoami"}
