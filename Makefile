@@ -13,8 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check servicehub tests bench
-	$(VENV)/bin/ruff format --check servicehub tests bench
+	$(VENV)/bin/ruff check servicehub tests bench examples
+	$(VENV)/bin/ruff format --check servicehub tests bench examples
 	$(VENV)/bin/mypy
 	bash -n scripts/*.sh .ci/run
 
@@ -36,7 +36,7 @@ prerequisites:
 images:
 	scripts/build-test-images.sh
 
-test: prerequisites venv
+test: prerequisites venv lint
 	$(PYTEST) -q tests
 
 run-local: venv

@@ -49,7 +49,9 @@ def traefik_static_config(
     """The static config the Ansible role installs too (kept in step with it by hand)."""
     return {
         "entryPoints": {
-            "web": {"address": f"127.0.0.1:{web_port}"},
+            # Names like X_Servicehub_User alias the identity header for CGI/WSGI-style apps:
+            # drop them before routing so a client cannot smuggle an identity past Apache.
+            "web": {"address": f"127.0.0.1:{web_port}", "http": {"aliasHeadersStrategy": "delete"}},
             "traefik": {"address": f"127.0.0.1:{api_port}"},  # API and metrics: loopback only
         },
         "api": {"insecure": True, "dashboard": False},

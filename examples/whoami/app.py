@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 USER_HEADER = "X-Servicehub-User"
 GROUPS_HEADER = "X-Servicehub-Groups"
+IDENTITY_VARS = {"X_SERVICEHUB_USER", "X_SERVICEHUB_GROUPS"}
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_DATA_BYTES = 1024 * 1024
 
@@ -148,6 +149,13 @@ class Handler(BaseHTTPRequestHandler):
             "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("SERVICEHUB_")},
             "path": self.path,
             "hostname": socket.gethostname(),
+            # Headers a CGI/WSGI-style app would read as the identity headers: must stay empty.
+            "alias_headers": sorted(
+                k
+                for k in self.headers
+                if re.sub(r"[^A-Z0-9]", "_", k.upper()) in IDENTITY_VARS
+                and k.lower() not in (USER_HEADER.lower(), GROUPS_HEADER.lower())
+            ),
         }
         self.send(HTTPStatus.OK, json.dumps(info, indent=2) + "\n", "application/json")
 

@@ -49,3 +49,17 @@ def test_sessions_lists_and_stop_removes_but_keeps_the_volume(hub):
     # The next request respawns and sees the same volume.
     resp = hub.open("alice@example.org", "/data/keep.txt", app="whoami")
     assert resp.body == b"data"
+
+
+def test_the_daemon_refuses_to_start_on_bad_config_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("listen: {host: 0.0.0.0}\napps:\n  whoami: {image: x}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "servicehub", "--config", str(bad), "run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "listen.host" in out.stderr and "loopback" in out.stderr

@@ -94,3 +94,28 @@ def test_apps_only_run_configured_images(hub):
         check=True,
     )
     assert set(out.stdout.split()) == {"servicehub-example/whoami:latest"}
+
+
+def test_header_name_aliases_never_reach_the_app(hub):
+    hub.open("alice", "/whoami", app="whoami")
+    aliases = [
+        ("X_Servicehub_User", "mallory"),
+        ("X.Servicehub.User", "mallory"),
+        ("X_Servicehub_Groups", "admins"),
+    ]
+    resp = raw_request(hub.web_port, "/whoami", [*hub.identity_headers("alice"), *aliases])
+    info = resp.json()
+    assert info["header_user"] == "alice"
+    assert info["alias_headers"] == []
+
+
+def test_traefik_access_log_keeps_the_user_header(hub):
+    import json
+
+    hub.open("alice@example.org", "/whoami", app="whoami")
+    hub.get("alice@example.org", "/whoami", html=False)
+    lines = [json.loads(line) for line in hub.access_log.read_text().splitlines()]
+    routed = [e for e in lines if e.get("RouterName", "").startswith(f"{hub.hub_name}-whoami-")]
+    assert routed, lines[-3:]
+    assert routed[-1]["request_X-Servicehub-User"] == "alice@example.org"
+    assert all("request_X-Servicehub-Proxy-Secret" not in e for e in lines)
