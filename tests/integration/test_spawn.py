@@ -177,7 +177,13 @@ def test_a_container_that_dies_later_is_replaced_on_the_next_request(hub):
     (before,) = hub.containers(app="whoami")
     route = next(hub.routes_dir.glob(f"{hub.hub_name}-session-whoami-kim-*"))
     subprocess.run(["docker", "kill", before["Id"]], capture_output=True, check=True)
-    wait_for(lambda: not route.exists(), 10, "the dead session's route to go")
+    router = f"{hub.hub_name}-whoami-{before['Config']['Labels']['servicehub.slug']}@file"
+    wait_for(lambda: not route.exists(), 10, "the dead session's route file to go")
+    wait_for(
+        lambda: raw_request(hub.api_port, f"/api/http/routers/{router}").status == 404,
+        10,
+        "Traefik to drop the dead session's router",
+    )
     assert "exit code 137" in hub.daemon_log.read_text()
     resp = hub.open("kim", "/whoami", app="whoami")
     assert resp.json()["header_user"] == "kim"
