@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from servicehub.accesslog import read_new_requests  # noqa: E402
+from servicehub.accesslog import read_new_requests
 
 
 def traefik_line(i: int, sessions: int) -> str:

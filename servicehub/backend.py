@@ -242,7 +242,15 @@ class DockerBackend:
                 raise SpawnError(f"the image {app.image} is not available on this hub") from exc
             if exc.status != 409:
                 raise SpawnError(f"the container could not be created ({exc.message})") from exc
-            container_id = name  # the name is taken: another process made it first; adopt it
+            # The name is taken: adopt that container only if it is this very session's.
+            existing = await self.inspect(name)
+            if (
+                existing is None
+                or (existing.app, existing.slug) != (app.name, slug)
+                or name != self.container_name(existing.app, existing.slug)
+            ):
+                raise SpawnError("a container with this session's name is in the way") from exc
+            container_id = existing.container_id
         for network in app.networks:
             try:
                 await self.docker.request(

@@ -111,7 +111,7 @@ class IdentityConfig:
 class TraefikConfig:
     routes_dir: Path
     entrypoint: str
-    api_url: str | None
+    api_url: str
 
 
 @dataclass(frozen=True)
@@ -426,7 +426,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     tr = top.section("traefik")
     api_url = tr.text(
         "api_url",
-        None,
+        "http://127.0.0.1:8099",
         pattern=re.compile(r"^http://(127\.\d+\.\d+\.\d+|\[::1\]|localhost):\d+$"),
         hint="http://127.0.0.1:PORT",
     )

@@ -56,6 +56,8 @@ def session_file_name(hub: str, app: str, slug: str) -> str:
 
 def app_match(app: AppConfig) -> str:
     rule = f"PathPrefix(`{app.path_prefix}`)"
+    if app.path_prefix != "/":  # "/nb" belongs to the app at "/nb/" too
+        rule = f"(Path(`{app.path_prefix.rstrip('/')}`) || {rule})"
     if app.host:
         rule = f"Host(`{app.host}`) && {rule}"
     return rule
@@ -112,6 +114,15 @@ def render_base(config: Config) -> dict[str, Any]:
         },
         "services": {daemon: {"loadBalancer": {"servers": [{"url": config.daemon_url}]}}},
     }
+    for app in config.apps.values():
+        # Just below the app's session routers: a user with a session of another app (say at
+        # "/") must still reach the daemon for this one's first request.
+        http["routers"][f"{config.hub}-spawn-{app.name}"] = {
+            "rule": app_match(app),
+            "priority": session_priority(app) - 1,
+            "entryPoints": entry,
+            "service": daemon,
+        }
     if config.proxy_secret:
         # An empty value makes Traefik delete the header: apps never see the secret.
         http["middlewares"] = {

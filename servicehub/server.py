@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from . import pages
 from .config import RESERVED_PREFIX, AppConfig, Config
@@ -89,7 +90,12 @@ def authorize(app: AppConfig, identity: Identity) -> None:
 
 def safe_target(value: str | None, default: str) -> str:
     """Only same-site absolute paths: never an open redirect."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return default
+    if "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return default  # browsers drop tabs and newlines: "/\t/evil" would become "//evil"
+    url = URL(value)
+    if url.scheme or url.host or not url.path.startswith("/") or url.path.startswith("//"):
         return default
     return value
 
@@ -139,6 +145,9 @@ class Handlers:
             authorize(app, identity)
         except Refused as exc:
             return refusal(request, exc)
+        if request.path + "/" == app.path_prefix:  # /nb for an app at /nb/
+            query = f"?{request.query_string}" if request.query_string else ""
+            raise web.HTTPPermanentRedirect(location=app.path_prefix + query)
         session = await self.manager.ensure(app, identity.user, identity.slug)
         return session_response(request, app, session)
 

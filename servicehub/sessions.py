@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,7 @@ from .routes import RouteStore, SessionRoute, router_name
 
 log = logging.getLogger("servicehub.sessions")
 ROUTE_TIMEOUT = 15.0
+_VERSIONS = itertools.count(1)
 
 
 class State(enum.StrEnum):
@@ -52,13 +54,15 @@ class Session:
     container_id: str | None = None
     url: str | None = None
     started: float = field(default_factory=time.monotonic)
-    version: int = 0
+    # One counter for all sessions: a wait page polling with the version of a replaced session
+    # must see the new one as newer at once.
+    version: int = field(default_factory=lambda: next(_VERSIONS))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def set(self, state: State, message: str) -> None:
         async with self.changed:
             self.state, self.message = state, message
-            self.version += 1
+            self.version = next(_VERSIONS)
             self.changed.notify_all()
 
     def status(self) -> dict[str, object]:
@@ -169,7 +173,7 @@ class SessionManager:
                     # Traefik sent this request to us, so it does not serve the route (yet):
                     # write it again and wait until it does.
                     await session.set(State.ROUTING, "Connecting you to your app")
-                    self._start(self._route_up(session, app))
+                    self._start(self._reroute(session, app))
                 return session
             session = Session(app=app.name, slug=slug, user=user)
             self.sessions[key] = session
@@ -228,17 +232,16 @@ class SessionManager:
         return f"the app stopped while starting (exit code {info.exit_code})"
 
     async def _route_up(self, session: Session, app: AppConfig) -> None:
+        """Write the route, wait until Traefik serves it, then (container still up) ready."""
         await session.set(State.ROUTING, "Connecting you to your app")
         self.routes.write_session(self._route(session))
+        name = router_name(self.config.hub, app.name, session.slug)
         api = self.config.traefik.api_url
-        if api is not None:
-            name = router_name(self.config.hub, app.name, session.slug)
-            routed = await poll_until(
-                lambda: traefik_has_router(self.http, api, name), ROUTE_TIMEOUT
-            )
-            if not routed:
-                await self._fail(session, "the proxy did not pick up the route to your app")
-                return
+        if not await poll_until(lambda: traefik_has_router(self.http, api, name), ROUTE_TIMEOUT):
+            raise SpawnError("the proxy did not pick up the route to your app")
+        info = await self.backend.get(app.name, session.slug)
+        if info is None or not info.running or info.container_id != session.container_id:
+            raise SpawnError(await self._exit_reason(info))
         await session.set(State.READY, "Ready")
         log.info(
             "ready app=%s slug=%s after %.3f s",
@@ -247,11 +250,35 @@ class SessionManager:
             time.monotonic() - session.started,
         )
 
+    async def _reroute(self, session: Session, app: AppConfig) -> None:
+        """A ready session's request reached the daemon: route again, never kill a good app."""
+        try:
+            await self._route_up(session, app)
+        except SpawnError as exc:
+            info = await self.backend.get(app.name, session.slug)
+            if info is not None and info.running:
+                log.warning(
+                    "re-route of app=%s slug=%s failed (%s); keeping the container",
+                    app.name,
+                    session.slug,
+                    exc,
+                )
+                await session.set(State.READY, "Ready")
+            else:
+                await self._fail(session, str(exc))
+        except Exception:
+            log.exception("re-route of app=%s slug=%s failed", app.name, session.slug)
+            await session.set(State.READY, "Ready")
+
     async def _fail(self, session: Session, reason: str) -> None:
+        """Always ends in FAILED, even when Docker cannot be reached to clean up."""
         log.error("session app=%s slug=%s failed: %s", session.app, session.slug, reason)
-        self.routes.remove_session(session.app, session.slug)
-        if session.container_id is not None:
-            await self.backend.remove(session.container_id)
+        try:
+            self.routes.remove_session(session.app, session.slug)
+            if session.container_id is not None:
+                await self.backend.remove(session.container_id)
+        except Exception:
+            log.exception("cleanup of failed session app=%s slug=%s", session.app, session.slug)
         await session.set(State.FAILED, reason)
 
     async def _discard(self, session: Session) -> None:
@@ -295,17 +322,42 @@ class SessionManager:
                     )
                     await self.backend.remove(event.container_id)
 
+    async def resync(self) -> None:
+        """Forget ready sessions whose container is gone (events missed while disconnected)."""
+        for (app, slug), session in list(self.sessions.items()):
+            if session.state != State.READY:
+                continue
+            info = await self.backend.get(app, slug)
+            if info is None or not info.running or info.container_id != session.container_id:
+                async with self._lock((app, slug)):
+                    if self.sessions.get((app, slug)) is session:
+                        self.sessions.pop((app, slug), None)
+                        self.routes.remove_session(app, slug)
+                        log.info("session app=%s slug=%s gone while events were missed", app, slug)
+
     async def watch_events(self) -> None:
-        """Follow the engine's events for ever, reconnecting when the stream breaks."""
+        """Follow the engine's events for ever, reconnecting (and catching up) when it breaks."""
         while True:
             try:
-                async for event in self.backend.events():
+                stream = self.backend.events()
+                first = asyncio.ensure_future(anext(stream))
+                try:
+                    # Subscribe first, then catch up on anything missed before the stream.
+                    await asyncio.sleep(0.1)
+                    await self.resync()
+                    event = await first
+                finally:
+                    first.cancel()
+                while True:
                     try:
                         await self.handle_event(event)
                     except Exception:
                         log.exception("handling %s of %s failed", event.action, event.container_id)
+                    event = await anext(stream)
             except asyncio.CancelledError:
                 raise
+            except StopAsyncIteration:
+                log.warning("Docker event stream ended; reconnecting")
             except Exception as exc:
                 log.warning("Docker event stream broke (%s); reconnecting", exc)
             await asyncio.sleep(1)

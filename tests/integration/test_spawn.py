@@ -189,3 +189,16 @@ def test_a_container_that_dies_later_is_replaced_on_the_next_request(hub):
     assert resp.json()["header_user"] == "kim"
     (after,) = hub.containers(app="whoami")
     assert after["Id"] != before["Id"]
+
+
+def test_a_session_of_one_app_does_not_swallow_another_apps_first_request(hub):
+    hub.open("lou", "/whoami", app="whoami")  # the app at "/"
+    first = hub.get("lou", "/slow/")
+    assert first.is_wait  # reached the daemon, not lou's whoami container
+    assert hub.open("lou", "/slow/").text.count('<p id="whoami">lou</p>') == 1
+    assert len(hub.containers()) == 2
+    bare = hub.get("lou", "/slow", html=False)
+    assert bare.status == 301  # lou's slow container adds the slash, not the whoami one
+    assert bare.headers["Location"].endswith("/slow/")
+    no_session = hub.get("max", "/slow?x=1", html=False)
+    assert no_session.status == 308 and no_session.headers["Location"] == "/slow/?x=1"

@@ -12,6 +12,7 @@ from servicehub.routes import (
     render_base,
     render_session,
     session_file_name,
+    session_priority,
 )
 
 from .test_identity import NASTY_IDS
@@ -39,7 +40,9 @@ def test_session_rule_matches_exact_user_app_and_secret():
     router = data["http"]["routers"]["hub-whoami-alice-x"]
     assert router["rule"] == (
         'Header(`X-Servicehub-User`, "a\\u0060b") && Host(`hub.example.org`) && '
-        "PathPrefix(`/app/`) && Header(`X-Servicehub-Proxy-Secret`, `" + "s" * 20 + "`)"
+        "(Path(`/app`) || PathPrefix(`/app/`)) && Header(`X-Servicehub-Proxy-Secret`, `"
+        + "s" * 20
+        + "`)"
     )
     assert router["middlewares"] == ["hub-strip-secret@file"]
     servers = data["http"]["services"]["hub-whoami-alice-x"]["loadBalancer"]["servers"]
@@ -51,6 +54,24 @@ def test_base_routes_send_unrouted_requests_to_the_daemon():
     routers = render_base(cfg)["http"]["routers"]
     assert routers["hub-spawn"]["priority"] < routers["hub-internal"]["priority"]
     assert "middlewares" not in render_base(cfg)["http"]
+
+
+def test_each_app_has_a_spawn_router_just_below_its_session_routers():
+    cfg = parse_config(
+        {
+            "hub": "hub",
+            "apps": {
+                "root": {"image": "a"},
+                "nb": {"image": "b", "route": {"path_prefix": "/nb/"}},
+            },
+        }
+    )
+    routers = render_base(cfg)["http"]["routers"]
+    root_session = session_priority(cfg.apps["root"])
+    nb_spawn = routers["hub-spawn-nb"]
+    # A user with a session of the app at "/" still reaches the daemon for /nb/.
+    assert root_session < nb_spawn["priority"] < session_priority(cfg.apps["nb"])
+    assert nb_spawn["rule"] == "(Path(`/nb`) || PathPrefix(`/nb/`))"
 
 
 def test_store_writes_parseable_files_and_reconciles(tmp_path):
