@@ -10,20 +10,11 @@ import http.client
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import EXAMPLE_IMAGE, Hub
-
-APP = {
-    "whoami": {
-        "image": EXAMPLE_IMAGE,
-        "limits": {"memory": "256m", "cpus": 1, "pids": 64},
-        "readiness": {"type": "http", "path": "/healthz"},
-    }
-}
+from tests.harness import bench_apps, running_hub
 
 
 def latencies(host: str, port: int, headers: dict[str, str], n: int) -> list[float]:
@@ -44,24 +35,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        hub = Hub(workdir=Path(tmp), apps=APP, hub_name="benchproxy")
-        hub.start()
-        try:
-            hub.open("alice", "/healthz", app="whoami")
-            (container,) = hub.containers()
-            ip = container["NetworkSettings"]["Networks"][f"{hub.hub_name}-whoami"]["IPAddress"]
-            headers = dict(hub.identity_headers("alice"))
-            # Warm both paths, then interleave rounds so drift hits both alike.
-            latencies(ip, 8000, {}, 200)
-            latencies("127.0.0.1", hub.web_port, headers, 200)
-            direct, proxied = [], []
-            for _ in range(5):
-                direct += latencies(ip, 8000, {}, args.requests // 5)
-                proxied += latencies("127.0.0.1", hub.web_port, headers, args.requests // 5)
-        finally:
-            hub.stop()
-            hub.cleanup_docker()
+    with running_hub(bench_apps(), "benchproxy") as hub:
+        hub.open("alice", "/healthz", app="whoami")
+        (container,) = hub.containers()
+        ip = container["NetworkSettings"]["Networks"][f"{hub.hub_name}-whoami"]["IPAddress"]
+        headers = dict(hub.identity_headers("alice"))
+        # Warm both paths, then interleave rounds so drift hits both alike.
+        latencies(ip, 8000, {}, 200)
+        latencies("127.0.0.1", hub.web_port, headers, 200)
+        direct, proxied = [], []
+        for _ in range(5):
+            direct += latencies(ip, 8000, {}, args.requests // 5)
+            proxied += latencies("127.0.0.1", hub.web_port, headers, args.requests // 5)
     med = lambda xs: round(statistics.median(xs) * 1000, 3)  # noqa: E731
     print(
         json.dumps(

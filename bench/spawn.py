@@ -10,21 +10,12 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import EXAMPLE_IMAGE, Hub, wait_for
-
-APP = {
-    "whoami": {
-        "image": EXAMPLE_IMAGE,
-        "limits": {"memory": "256m", "cpus": 1, "pids": 64},
-        "readiness": {"type": "http", "path": "/healthz"},
-    }
-}
+from tests.harness import EXAMPLE_IMAGE, Hub, bench_apps, running_hub, wait_for
 
 
 def answers(url: str) -> bool:
@@ -104,20 +95,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        hub = Hub(workdir=Path(tmp), apps=APP, hub_name="bench")
-        hub.start()
-        try:
-            network = f"{hub.hub_name}-whoami"
-            hub_first_request(hub, "warmup")  # page cache, image layers
-            plain_docker_run(network)
-            hub_times, plain_times = [], []
-            for i in range(args.runs):
-                plain_times.append(plain_docker_run(network))
-                hub_times.append(hub_first_request(hub, f"user{i}"))
-        finally:
-            hub.stop()
-            hub.cleanup_docker()
+    with running_hub(bench_apps(), "bench") as hub:
+        network = f"{hub.hub_name}-whoami"
+        hub_first_request(hub, "warmup")  # page cache, image layers
+        plain_docker_run(network)
+        hub_times, plain_times = [], []
+        for i in range(args.runs):
+            plain_times.append(plain_docker_run(network))
+            hub_times.append(hub_first_request(hub, f"user{i}"))
     ms = lambda xs: round(statistics.median(xs) * 1000, 1)  # noqa: E731
     result = {
         "runs": args.runs,

@@ -6,6 +6,7 @@ Apache's part: it sends the trusted user header (and the proxy secret) itself.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,7 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,6 +364,30 @@ def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def running_hub(apps: dict[str, Any], hub_name: str) -> Iterator[Hub]:
+    """A started hub in a temporary directory, stopped and cleaned up afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hub = Hub(workdir=Path(tmp), apps=apps, hub_name=hub_name)
+        try:
+            hub.start()
+            yield hub
+        finally:
+            hub.stop()
+            hub.cleanup_docker()
+
+
+def bench_apps() -> dict[str, Any]:
+    """The example app as the benchmarks run it: one CPU, probed on /healthz."""
+    return {
+        "whoami": {
+            "image": EXAMPLE_IMAGE,
+            "limits": {"memory": "256m", "cpus": 1, "pids": 64},
+            "readiness": {"type": "http", "path": "/healthz"},
+        }
+    }
 
 
 def example_apps() -> dict[str, Any]:
