@@ -159,25 +159,30 @@ class Handler(BaseHTTPRequestHandler):
         }
         self.send(HTTPStatus.OK, json.dumps(info, indent=2) + "\n", "application/json")
 
-    def get_data(self, name):
+    def data_path(self, name):
+        """The file for ``name`` in the data dir, or None after answering the error."""
         if not valid_name(name):
             return self.send(HTTPStatus.BAD_REQUEST, "invalid name\n")
         directory = data_dir()
         if directory is None:
             return self.send(HTTPStatus.SERVICE_UNAVAILABLE, "no data dir\n")
+        return os.path.join(directory, name)
+
+    def get_data(self, name):
+        path = self.data_path(name)
+        if path is None:
+            return None
         try:
-            with open(os.path.join(directory, name), "rb") as fh:
+            with open(path, "rb") as fh:
                 body = fh.read()
         except (FileNotFoundError, IsADirectoryError):
             return self.send(HTTPStatus.NOT_FOUND, "not found\n")
         self.send(HTTPStatus.OK, body, "application/octet-stream")
 
     def put_data(self, name):
-        if not valid_name(name):
-            return self.send(HTTPStatus.BAD_REQUEST, "invalid name\n")
-        directory = data_dir()
-        if directory is None:
-            return self.send(HTTPStatus.SERVICE_UNAVAILABLE, "no data dir\n")
+        path = self.data_path(name)
+        if path is None:
+            return None
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
@@ -185,11 +190,11 @@ class Handler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_DATA_BYTES:
             return self.send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too large\n")
         body = self.rfile.read(length)
-        target = os.path.join(directory, name)
+        target = path
         existed = os.path.exists(target)
         # Write then rename, so a reader never sees a half-written file.
         try:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".put-")
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".put-")
         except OSError as exc:
             return self.send(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot write: {exc.strerror}\n")
         try:
