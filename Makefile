@@ -3,7 +3,8 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: venv lint unit integration test-fast test prerequisites images run-local bench clean
+.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule \
+	run-local bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +36,15 @@ prerequisites:
 
 images:
 	scripts/build-test-images.sh
+
+# The test/demo OpenID Connect provider (pure JavaScript, pinned by package-lock.json).
+oidc-provider: dev/oidc-provider/node_modules/.package-lock.json
+dev/oidc-provider/node_modules/.package-lock.json: dev/oidc-provider/package-lock.json
+	cd dev/oidc-provider && npm ci --no-audit --no-fund --silent
+
+# The full-stack scenario: site.yml on a systemd container, with the provider and Pebble.
+molecule: venv oidc-provider
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH molecule test
 
 test: prerequisites venv lint
 	$(PYTEST) -q tests

@@ -6,6 +6,7 @@ set -euo pipefail
 
 BASE_IMAGE=servicehub-test/debian:12
 EXAMPLE_IMAGE=servicehub-example/whoami:latest
+SYSTEMD_IMAGE=servicehub-test/systemd:12
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -93,6 +94,11 @@ start=$SECONDS
 docker build --pull=false -q -t "$EXAMPLE_IMAGE" "$ROOT/examples/whoami" >/dev/null
 log "built $EXAMPLE_IMAGE in $((SECONDS - start))s"
 
+# The Molecule "VM": systemd as PID 1 on the same base (apt inside the build; cached after).
+start=$SECONDS
+docker build --pull=false -q -t "$SYSTEMD_IMAGE" "$ROOT/molecule/images/systemd" >/dev/null
+log "built $SYSTEMD_IMAGE in $((SECONDS - start))s"
+
 for id in "${old_ids[@]}"; do
     if [ "$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ]; then
         # Best effort: a container may still be using the old image.
@@ -100,6 +106,6 @@ for id in "${old_ids[@]}"; do
     fi
 done
 
-for image in "$BASE_IMAGE" "$EXAMPLE_IMAGE"; do
+for image in "$BASE_IMAGE" "$EXAMPLE_IMAGE" "$SYSTEMD_IMAGE"; do
     docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$image" >&2
 done

@@ -85,6 +85,11 @@ class AppConfig:
     start_timeout: float
     idle_timeout: float
     max_lifetime: float
+    grace: float  # never reaped for idleness this soon after its spawn
+    cpu_counts: bool  # CPU use above cpu_threshold counts as activity
+    cpu_threshold: float  # in cores (0.1 = a tenth of one core), averaged between reaper runs
+    activity_bytes: int  # network bytes per minute above which traffic counts as activity
+    activity_endpoint: str | None  # path of the app's own last-activity report, if any
     allow_users: frozenset[str]
     allow_groups: frozenset[str]
 
@@ -112,6 +117,7 @@ class TraefikConfig:
     routes_dir: Path
     entrypoint: str
     api_url: str
+    access_log: Path  # Traefik's JSON access log: the reaper's main activity signal
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Config:
     listen_port: int
     docker_socket: Path
     volumes_root: Path
+    state_dir: Path  # reaper state and the per-session lock files
     identity: IdentityConfig
     traefik: TraefikConfig
     apps: dict[str, AppConfig] = field(default_factory=dict)
@@ -183,7 +190,7 @@ class _Section:
             raise ConfigError(self.key(name), f"must be true or false, got {value!r}")
         return value
 
-    def duration(self, name: str, default: Any = ...) -> float:
+    def duration(self, name: str, default: Any = ..., *, zero: bool = False) -> float:
         value = self.raw(name, default)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             seconds = float(value)
@@ -193,8 +200,8 @@ class _Section:
             raise ConfigError(
                 self.key(name), f"must be a duration like 30s, 15m, 2h, 1d; got {value!r}"
             )
-        if seconds <= 0:
-            raise ConfigError(self.key(name), "must be positive")
+        if seconds < 0 or (seconds == 0 and not zero):
+            raise ConfigError(self.key(name), "must not be negative" if zero else "must be positive")
         return seconds
 
     def str_list(self, name: str, pattern: re.Pattern[str] | None = None) -> list[str]:
@@ -328,6 +335,16 @@ def _parse_app(name: str, data: Any) -> AppConfig:
     start_timeout = s.duration("start_timeout", 60)
     idle_timeout = s.duration("idle_timeout", "1h")
     max_lifetime = s.duration("max_lifetime", "1d")
+    grace = s.duration("grace", "5m", zero=True)
+    cpu_counts = s.flag("cpu_counts", True)
+    cpu_threshold = _positive_float(s, "cpu_threshold", 0.1)
+    activity_bytes = parse_size(s.raw("activity_bytes", "8k"), s.key("activity_bytes"))
+    activity_endpoint = s.text(
+        "activity_endpoint",
+        None,
+        pattern=re.compile(r"^/[\x21-\x7e]*$"),
+        hint="an absolute URL path on the app, like /api/activity",
+    )
     allow = s.section("allow")
     allow_users = frozenset(allow.str_list("users"))
     allow_groups = frozenset(allow.str_list("groups"))
@@ -353,6 +370,11 @@ def _parse_app(name: str, data: Any) -> AppConfig:
         start_timeout=start_timeout,
         idle_timeout=idle_timeout,
         max_lifetime=max_lifetime,
+        grace=grace,
+        cpu_counts=cpu_counts,
+        cpu_threshold=cpu_threshold,
+        activity_bytes=activity_bytes,
+        activity_endpoint=activity_endpoint,
         allow_users=allow_users,
         allow_groups=allow_groups,
     )
@@ -411,6 +433,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     volumes_root = Path(
         top.text("volumes_root", "/var/lib/servicehub/volumes", pattern=ABS_PATH_RE)
     )
+    state_dir = Path(top.text("state_dir", "/var/lib/servicehub", pattern=ABS_PATH_RE))
 
     ident = top.section("identity")
     identity = IdentityConfig(
@@ -434,6 +457,9 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         routes_dir=Path(tr.text("routes_dir", "/etc/traefik/dynamic", pattern=ABS_PATH_RE)),
         entrypoint=tr.text("entrypoint", "web", pattern=re.compile(r"^[A-Za-z0-9_-]{1,64}$")),
         api_url=api_url,
+        access_log=Path(
+            tr.text("access_log", "/var/log/traefik/access.json", pattern=ABS_PATH_RE)
+        ),
     )
     tr.finish()
 
@@ -455,6 +481,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         listen_port=listen_port,
         docker_socket=docker_socket,
         volumes_root=volumes_root,
+        state_dir=state_dir,
         identity=identity,
         traefik=traefik,
         apps=apps,

@@ -149,6 +149,7 @@ class Handler(BaseHTTPRequestHandler):
             "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("SERVICEHUB_")},
             "path": self.path,
             "hostname": socket.gethostname(),
+            "header_names": sorted(self.headers.keys()),
             # Headers a CGI/WSGI-style app would read as the identity headers: must stay empty.
             "alias_headers": sorted(
                 k

@@ -1,0 +1,105 @@
+"""End-to-end checks of a converged hub: units, listeners, login, isolation, TLS, logout."""
+
+import json
+
+import pytest
+
+UNITS = ["docker", "traefik", "servicehub", "apache2"]
+
+
+@pytest.fixture(autouse=True)
+def journal_on_failure(host, request):
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for unit in UNITS:
+            print(host.run(f"journalctl -u {unit} -n 60 --no-pager").stdout)
+
+
+@pytest.fixture(scope="module")
+def pebble_root(host):
+    host.run_test("curl -sk https://127.0.0.1:15000/roots/0 -o /tmp/pebble-root.pem")
+    host.run_test("curl -sk https://127.0.0.1:15000/intermediates/0 >> /tmp/pebble-root.pem")
+    return "/tmp/pebble-root.pem"
+
+
+def browse(host, user, *extra, ca=None):
+    args = ["hubclient", "--user", user, "--password", f"{user}-password"]
+    if ca:
+        args += ["--ca", ca]
+    cmd = host.run(" ".join(f"'{a}'" for a in [*args, *extra]))
+    assert cmd.rc == 0, cmd.stderr + cmd.stdout
+    return json.loads(cmd.stdout)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_units_are_active_and_valid(host, unit):
+    service = host.service(unit)
+    assert service.is_running
+    assert service.is_enabled
+    assert service.is_valid
+
+
+def test_certbot_timer_is_active(host):
+    assert host.service("certbot.timer").is_running
+
+
+def test_loopback_only_listeners(host):
+    for port in (8081, 8099, 8090):
+        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert host.socket("tcp://0.0.0.0:80").is_listening or host.socket("tcp://:::80").is_listening
+    assert host.socket("tcp://0.0.0.0:443").is_listening or host.socket("tcp://:::443").is_listening
+
+
+def test_certificate_was_issued_by_pebble(host):
+    out = host.run_test("echo | openssl s_client -connect 127.0.0.1:443 -servername hub.test "
+                        "2>/dev/null | openssl x509 -noout -issuer").stdout
+    assert "Pebble" in out
+
+
+def test_login_reaches_own_container_with_identity(host, pebble_root):
+    result = browse(host, "alice", ca=pebble_root)
+    assert result["status"] == 200, result["trail"]
+    info = json.loads(result["body"])
+    assert info["header_user"] == "alice@example.org"
+    assert info["env"]["SERVICEHUB_USER"] == "alice@example.org"
+    # No token or claim header of the login reaches the app.
+    leaked = [h for h in info["header_names"]
+              if h.lower().startswith("oidc") or "token" in h.lower() or "secret" in h.lower()]
+    assert leaked == []
+    session_cookies = [c for c in result["cookies"] if c["domain"].endswith("hub.test")]
+    assert session_cookies
+    for cookie in session_cookies:
+        assert cookie["secure"] and cookie["httponly"]
+        assert (cookie["samesite"] or "").lower() == "lax"
+
+
+def test_second_user_gets_a_second_container(host, pebble_root):
+    alice = json.loads(browse(host, "alice", ca=pebble_root)["body"])
+    bob = json.loads(browse(host, "bob", ca=pebble_root)["body"])
+    assert bob["header_user"] == "bob@example.org"
+    assert alice["hostname"] != bob["hostname"]
+    names = host.run_test("docker ps --format '{{.Names}}'").stdout.split()
+    assert len([n for n in names if "-whoami-" in n]) >= 2
+
+
+def test_client_sent_identity_headers_are_ignored(host, pebble_root):
+    result = browse(host, "bob", "--header", "X-Servicehub-User: alice@example.org",
+                    "--header", "X_Servicehub_User: alice@example.org",
+                    "--header", "X-Servicehub-Proxy-Secret: guess", ca=pebble_root)
+    info = json.loads(result["body"])
+    assert info["header_user"] == "bob@example.org"
+    assert info["alias_headers"] == []
+
+
+def test_claim_rule_refuses_other_groups(host, pebble_root):
+    cmd = host.run(f"hubclient --user eve --password eve-password --ca {pebble_root}")
+    assert cmd.rc == 0, cmd.stderr
+    assert json.loads(cmd.stdout)["status"] in (401, 403)
+    assert "eve" not in host.run_test("docker ps --format '{{.Labels}}'").stdout
+
+
+def test_logout_ends_the_session(host, pebble_root):
+    result = browse(host, "alice", "--logout", ca=pebble_root)
+    assert "idp.test" in result["after_logout_url"], result["trail"]

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""A scripted browser for the hub's end-to-end checks (standard library only).
+
+It does what a person does: opens a hub URL, follows the redirects to the OpenID Connect
+provider, fills in the login form, comes back with the session cookie, waits on the hub's wait
+page (as its script would) and prints what the app finally answered, as JSON.
+
+    hubclient.py --user alice --password alice-password --path /whoami [--header 'Name: value']
+                 [--logout] [--ca FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.cookiejar
+import json
+import re
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from html import unescape
+
+HUB = "https://hub.test"
+
+
+class Browser:
+    def __init__(self, ca: str | None, extra_headers: list[tuple[str, str]]) -> None:
+        context = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()  # noqa: S323
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar),
+            urllib.request.HTTPSHandler(context=context),
+        )
+        self.extra = extra_headers
+        self.trail: list[str] = []
+
+    def open(self, url: str, data: dict[str, str] | None = None, accept: str = "text/html"):
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(url, data=body, headers={"Accept": accept})
+        if url.startswith(HUB):
+            for name, value in self.extra:  # forged headers go to the hub only
+                request.add_header(name, value)
+        try:
+            resp = self.opener.open(request, timeout=30)
+        except urllib.error.HTTPError as err:
+            resp = err
+        text = resp.read().decode("utf-8", "replace")
+        self.trail.append(f"{resp.status} {resp.geturl()}")
+        return resp, text
+
+
+def form_action(text: str, base: str) -> str:
+    match = re.search(r'<form[^>]*action="([^"]+)"', text)
+    if not match:
+        raise SystemExit(f"no form on the page:\n{text[:2000]}")
+    return urllib.parse.urljoin(base, unescape(match.group(1)))
+
+
+def hidden_fields(text: str) -> dict[str, str]:
+    fields = {}
+    for tag in re.findall(r"<input[^>]*>", text):
+        name = re.search(r'name="([^"]+)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name and 'type="hidden"' in tag:
+            fields[unescape(name.group(1))] = unescape(value.group(1)) if value else ""
+    return fields
+
+
+def login(browser: Browser, path: str, user: str, password: str):
+    resp, text = browser.open(HUB + path)
+    if "/interaction/" in resp.geturl():
+        resp, text = browser.open(form_action(text, resp.geturl()),
+                                  {"login": user, "password": password})
+    return resp, text
+
+
+def wait_for_app(browser: Browser, path: str, resp, text: str, timeout: float = 120):
+    """The wait page's loop: poll the status API until ready, then load the page again."""
+    deadline = time.monotonic() + timeout
+    while resp.headers.get("X-Servicehub-Wait") == "1" and resp.status == 200:
+        if time.monotonic() > deadline:
+            raise SystemExit("the app never became ready")
+        config = json.loads(re.search(r'id="servicehub-config">(.*?)</script>', text, re.S).group(1))
+        status_resp, status_text = browser.open(HUB + config["status"] + "&since=-1",
+                                                accept="application/json")
+        state = json.loads(status_text)["state"]
+        if state in ("ready", "failed"):
+            resp, text = browser.open(HUB + path)
+        else:
+            time.sleep(0.2)
+    return resp, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--path", default="/whoami")
+    parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' to the hub")
+    parser.add_argument("--logout", action="store_true", help="log out afterwards, then retry")
+    parser.add_argument("--ca", help="CA bundle to verify the hub's certificate with")
+    args = parser.parse_args()
+    extra = [tuple(h.split(": ", 1)) for h in args.header]
+    browser = Browser(args.ca, extra)  # type: ignore[arg-type]
+    resp, text = login(browser, args.path, args.user, args.password)
+    resp, text = wait_for_app(browser, args.path, resp, text)
+    result = {"status": resp.status, "url": resp.geturl(), "body": text,
+              "cookies": [{"name": c.name, "secure": c.secure, "domain": c.domain,
+                           "httponly": c.has_nonstandard_attr("HttpOnly"),
+                           "samesite": c.get_nonstandard_attr("SameSite")}
+                          for c in browser.jar]}
+    if args.logout:
+        out, page = browser.open(HUB + "/logout")
+        if "/session/end" in out.geturl() and "<form" in page:  # the provider asks to confirm
+            out, page = browser.open(form_action(page, out.geturl()),
+                                     {**hidden_fields(page), "logout": "yes"})
+        after, _ = browser.open(HUB + args.path)
+        result["after_logout_url"] = after.geturl()
+    result["trail"] = browser.trail
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
