@@ -9,6 +9,29 @@ TIMEOUT=${DOCKER_START_TIMEOUT:-60}
 
 log() { echo "ensure-docker: $*" >&2; }
 
+# Docker's stats API (the reaper's network and CPU counters) answers with empty numbers when
+# /proc/self/cgroup names a cgroup v1 controller that is not mounted (containerd logs "cannot
+# find cgroup mount destination"). Some VM images mount only a few: mount the rest. Best effort,
+# idempotent, and nothing to do on cgroup v2 or on a host where systemd mounted them all.
+mount_cgroup_controllers() {
+    local controllers first
+    [ "$(id -u)" -eq 0 ] && [ ! -f /sys/fs/cgroup/cgroup.controllers ] || return 0
+    while IFS=: read -r _ controllers _; do
+        case "$controllers" in "" | name=*) continue ;; esac
+        first=${controllers%%,*}
+        if grep -Eq -- " - cgroup [^ ]+ ([^ ]*,)?${first}(,|\$)" /proc/self/mountinfo; then
+            continue
+        fi
+        mkdir -p "/sys/fs/cgroup/$controllers" 2>/dev/null || true
+        if mount -t cgroup -o "$controllers" cgroup "/sys/fs/cgroup/$controllers" 2>/dev/null; then
+            log "mounted the cgroup controller(s) $controllers"
+        else
+            log "could not mount the cgroup controller(s) $controllers: container stats may be empty"
+        fi
+    done </proc/self/cgroup
+}
+mount_cgroup_controllers
+
 if docker info >/dev/null 2>&1; then
     log "docker engine already running"
     exit 0

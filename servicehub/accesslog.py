@@ -19,10 +19,13 @@ from datetime import datetime
 from pathlib import Path
 
 CHUNK = 8 * 1024 * 1024
-# Go writes JSON object keys sorted, so RouterName always precedes time on a line. Quotes inside
-# values are escaped (\"), so request data can never fake either key.
+# Go writes JSON object keys sorted: Duration < RouterName < StartUTC < time on every line. Quotes
+# inside values are escaped (\"), so request data can never fake a key.
 _ROUTER_RE = re.compile(rb',"RouterName":"([^"\n]*)"')
 _TIME_RE = re.compile(rb',"time":"([^"\n]*)"')
+# "time" has whole seconds only; StartUTC (nanoseconds) + Duration (ns) is the same moment, exact.
+_START_RE = re.compile(rb',"StartUTC":"([^"\n]*)"')
+_DURATION_RE = re.compile(rb'[{,]"Duration":(\d+)[,}]')
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,16 @@ class LogPosition:
 
 
 def _parse_time(raw: bytes) -> float | None:
+    """An RFC 3339 time as Go writes it (up to nanoseconds), or ``<start>|<duration ns>``."""
+    start, _, duration = raw.partition(b"|")
     try:
-        return datetime.fromisoformat(raw.decode("ascii").replace("Z", "+00:00")).timestamp()
+        text = start.decode("ascii").replace("Z", "+00:00")
+        # Python reads at most microseconds.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+        when = datetime.fromisoformat(text).timestamp()
     except (UnicodeDecodeError, ValueError):
         return None
+    return when + int(duration) / 1e9 if duration else when
 
 
 def _scan(path: Path, offset: int, last: dict[bytes, bytes]) -> int:
@@ -65,7 +74,15 @@ def _scan(path: Path, offset: int, last: dict[bytes, bytes]) -> int:
             # One C-speed pass for router names; the time only of each router's last line.
             ends = {m.group(1): m.end() for m in _ROUTER_RE.finditer(data, 0, end)}
             for router, pos in ends.items():
-                found = _TIME_RE.search(data, pos, data.find(b"\n", pos))
+                eol = data.find(b"\n", pos)
+                start = _START_RE.search(data, pos, eol)
+                if start is not None:
+                    bol = data.rfind(b"\n", 0, pos) + 1
+                    duration = _DURATION_RE.search(data, bol, pos)
+                    ns = duration.group(1) if duration is not None else b""
+                    last[router] = start.group(1) + b"|" + ns
+                    continue
+                found = _TIME_RE.search(data, pos, eol)
                 if found is not None:
                     last[router] = found.group(1)
             offset += end

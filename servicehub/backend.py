@@ -7,8 +7,10 @@ would implement the same protocol with services instead of containers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,10 +18,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from .activity import Counters
 from .config import AppConfig, Config
+from .counters import read_counters
 from .docker_client import DockerClient, DockerError
 
 LABEL = "servicehub"
+# How long a spawn waits for an old container of the same session to finish being removed
+# (the reaper, an operator's `docker rm -f`) before it gives up with an error page.
+CONFLICT_WAIT = 15.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,32 @@ class SpawnError(RuntimeError):
 
 class Backend(Protocol):
     async def prepare(self) -> None: ...
-    async def list_sessions(self) -> list[SessionInfo]: ...
+    async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]: ...
     async def get(self, app: str, slug: str) -> SessionInfo | None: ...
     async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo: ...
     async def remove(self, container_id: str) -> None: ...
     async def logs_tail(self, container_id: str) -> str: ...
+    async def counters(self, container_id: str, pid: int = 0) -> Counters | None: ...
     def events(self) -> AsyncIterator[SessionEvent]: ...
     async def close(self) -> None: ...
+
+
+def counters_from_stats(data: Any) -> Counters | None:
+    """The parts of Docker's stats document the reaper uses. A stopped container reports a zero
+    read time and no CPU: None then."""
+    if not isinstance(data, dict):
+        return None
+    read = _parse_time(str(data.get("read") or ""))
+    if read.year < 2000:
+        return None
+    networks = data.get("networks") or {}
+    net = sum(
+        int(n.get("rx_bytes", 0)) + int(n.get("tx_bytes", 0))
+        for n in networks.values()
+        if isinstance(n, dict)
+    )
+    cpu = int(((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0))
+    return Counters(read=read.timestamp(), net_bytes=net, cpu_ns=cpu)
 
 
 def _now_label() -> str:
@@ -68,10 +94,14 @@ def _now_label() -> str:
 
 
 def _parse_time(value: str) -> datetime:
+    value = value.replace("Z", "+00:00")
+    # Docker writes nanoseconds; Python reads at most microseconds.
+    value = re.sub(r"(\.\d{6})\d+", r"\1", value)
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         return datetime.fromtimestamp(0, UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class DockerBackend:
@@ -139,10 +169,14 @@ class DockerBackend:
             address=address,
         )
 
-    async def list_sessions(self) -> list[SessionInfo]:
+    async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]:
+        """The hub's containers. ``detailed=False`` skips one inspect per container (exit codes
+        stay 0): one API call for the reaper, however many sessions there are."""
         found = await self.docker.request(
             "GET", "/containers/json", params={"all": "1", "filters": self._hub_filter()}
         )
+        if not detailed:
+            return [self._info(item) for item in found]
         # The list view lacks exit codes; inspect each for the full picture.
         sessions = []
         for item in found:
@@ -224,7 +258,7 @@ class DockerBackend:
         return spec
 
     async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo:
-        """Create and start the user's container; an existing one with that name is reused."""
+        """Create and start the user's container; a running one of this session is reused."""
         name = self.container_name(app.name, slug)
         spec = self.container_spec(app, user, slug)
         volume = self._volume_source(app, slug)
@@ -232,25 +266,7 @@ class DockerBackend:
             spec["HostConfig"]["Mounts"].append(
                 {"Type": "bind", "Source": str(volume), "Target": app.volume.mount}
             )
-        try:
-            created = await self.docker.request(
-                "POST", "/containers/create", params={"name": name}, body=spec
-            )
-            container_id = created["Id"]
-        except DockerError as exc:
-            if exc.status == 404:
-                raise SpawnError(f"the image {app.image} is not available on this hub") from exc
-            if exc.status != 409:
-                raise SpawnError(f"the container could not be created ({exc.message})") from exc
-            # The name is taken: adopt that container only if it is this very session's.
-            existing = await self.inspect(name)
-            if (
-                existing is None
-                or (existing.app, existing.slug) != (app.name, slug)
-                or name != self.container_name(existing.app, existing.slug)
-            ):
-                raise SpawnError("a container with this session's name is in the way") from exc
-            container_id = existing.container_id
+        container_id = await self._create(app, slug, name, spec)
         for network in app.networks:
             try:
                 await self.docker.request(
@@ -268,6 +284,76 @@ class DockerBackend:
         if info is None:
             raise SpawnError("the container vanished right after it started")
         return info
+
+    async def _create(self, app: AppConfig, slug: str, name: str, spec: dict[str, Any]) -> str:
+        """Create the container; on a name conflict adopt a running one of this very session,
+        remove a stopped one, and wait out one that is being removed (then create again)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONFLICT_WAIT
+        delay = 0.05
+        while True:
+            try:
+                created = await self.docker.request(
+                    "POST", "/containers/create", params={"name": name}, body=spec
+                )
+                return str(created["Id"])
+            except DockerError as exc:
+                if exc.status == 404:
+                    raise SpawnError(f"the image {app.image} is not available on this hub") from exc
+                if exc.status != 409:
+                    raise SpawnError(f"the container could not be created ({exc.message})") from exc
+                existing = await self.inspect(name)
+                if existing is not None and (
+                    (existing.app, existing.slug) != (app.name, slug)
+                    or name != self.container_name(existing.app, existing.slug)
+                ):
+                    raise SpawnError("a container with this session's name is in the way") from exc
+                if existing is not None and existing.running:
+                    return existing.container_id  # spawned meanwhile by another process
+                if existing is not None and existing.state not in ("removing", "dead"):
+                    # A stopped container of this session: start fresh (new created label).
+                    await self.remove(existing.container_id)
+                if loop.time() >= deadline:
+                    raise SpawnError(
+                        "your previous container is still being removed; try again shortly"
+                    ) from exc
+            await asyncio.sleep(delay)  # back-off between create attempts, not a wait for a state
+            delay = min(delay * 2, 0.5)
+
+    async def counters(self, container_id: str, pid: int = 0) -> Counters | None:
+        """Network bytes and CPU time so far; None if not running.
+
+        From the kernel's files through the container's main process (``pid``, the one of the
+        last sample, or asked from the engine), else from Docker's stats API (which answers on
+        its collector's one-second tick).
+        """
+        found = read_counters(pid, container_id) if pid else None
+        if found is None:
+            found = read_counters(await self._pid(container_id), container_id)
+        return found if found is not None else await self._stats(container_id)
+
+    async def _pid(self, container_id: str) -> int:
+        try:
+            data = await self.docker.request("GET", f"/containers/{quote(container_id)}/json")
+        except DockerError as exc:
+            if exc.status == 404:
+                return 0
+            raise
+        return int((data.get("State") or {}).get("Pid") or 0)
+
+    async def _stats(self, container_id: str) -> Counters | None:
+        try:
+            data = await self.docker.request(
+                "GET",
+                f"/containers/{quote(container_id)}/stats",
+                params={"stream": "false", "one-shot": "true"},
+                timeout=20,
+            )
+        except DockerError as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        return counters_from_stats(data)
 
     async def remove(self, container_id: str) -> None:
         try:

@@ -8,19 +8,21 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
 
-from aiohttp import web
-
 from . import __version__
+from .activity import human, iso
 from .backend import DockerBackend, SessionInfo
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .identity import make_slug
+from .journal import setup_logging
+from .locks import SessionLocks
+from .reaper import ERROR, Reaper, ReaperBusy, Row, state_path
+from .reaper_state import load_state, session_key
 from .routes import RouteStore
-from .server import make_app
-from .sessions import SessionManager
+from .sessions import LOCK_TIMEOUT, SessionManager
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -34,6 +36,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Imported here: the reaper, run every minute, starts faster without the web server.
+    from aiohttp import web
+
+    from .server import make_app
+
     config = _config(args)
     backend = DockerBackend(config)
     manager = SessionManager(config, backend, RouteStore(config))
@@ -62,27 +69,81 @@ async def _list(config: Config) -> list[SessionInfo]:
 def cmd_sessions(args: argparse.Namespace) -> int:
     config = _config(args)
     sessions = sorted(asyncio.run(_list(config)), key=lambda s: (s.app, s.user))
-    rows = [
-        {
-            "user": s.user,
-            "slug": s.slug,
-            "app": s.app,
-            "container": s.name,
-            "started": s.created.astimezone(UTC).isoformat(timespec="seconds"),
-            "state": s.state,
-        }
-        for s in sessions
-    ]
+    try:
+        known = load_state(state_path(config)).sessions
+    except OSError:  # not readable by this user: the columns stay empty
+        known = {}
+    rows = []
+    for s in sessions:
+        record = known.get(session_key(s.app, s.slug))
+        last = record.last if record and record.container_id == s.container_id else None
+        rows.append(
+            {
+                "user": s.user,
+                "slug": s.slug,
+                "app": s.app,
+                "container": s.name,
+                "started": s.created.astimezone(UTC).isoformat(timespec="seconds"),
+                "state": s.state,
+                # As of the reaper's last run; a session it has not seen yet shows nothing.
+                "last_activity": iso(last.time) if last else None,
+                "source": last.source if last else None,
+            }
+        )
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
-    columns = ["user", "app", "container", "started", "state"]
-    widths = {c: max([len(c)] + [len(_printable(r[c])) for r in rows]) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(_printable(row[c]).ljust(widths[c]) for c in columns))
+    _table(rows, ["user", "app", "container", "started", "state", "last_activity", "source"])
     return 0
+
+
+def _table(rows: Sequence[Mapping[str, object]], columns: list[str]) -> None:
+    def cell(row: Mapping[str, object], column: str) -> str:
+        value = row[column]
+        return "-" if value is None else _printable(str(value))
+
+    widths = {c: max([len(c)] + [len(cell(r, c)) for r in rows]) for c in columns}
+    print("  ".join(c.upper().replace("_", " ").ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(cell(row, c).ljust(widths[c]) for c in columns).rstrip())
+
+
+async def _reap(config: Config, dry_run: bool) -> list[Row]:
+    backend = DockerBackend(config)
+    try:
+        return await Reaper(config, backend, RouteStore(config)).run(dry_run=dry_run)
+    finally:
+        await backend.close()
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        rows = asyncio.run(_reap(config, args.dry_run))
+    except ReaperBusy as exc:
+        print(f"servicehub: {exc}; not started", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again later
+    if args.json:
+        json.dump([r.to_json() for r in rows], sys.stdout, indent=2)
+        print()
+    else:
+        table = [
+            {
+                "user": r.user,
+                "app": r.app,
+                "container": r.container,
+                "last_activity": iso(r.last_activity) if r.last_activity else None,
+                "source": r.source,
+                "idle_for": human(r.idle_for),
+                "decision": ("would reap" if args.dry_run and r.decision == "reap" else r.decision),
+                "reason": r.reason,
+            }
+            for r in rows
+        ]
+        columns = ["user", "app", "container", "last_activity", "source", "idle_for"]
+        _table(table, [*columns, "decision", "reason"])
+    return 1 if any(r.decision == ERROR for r in rows) else 0
 
 
 def _printable(value: str) -> str:
@@ -93,13 +154,16 @@ def _printable(value: str) -> str:
 async def _stop(config: Config, user: str, app: str | None) -> int:
     backend = DockerBackend(config)
     routes = RouteStore(config)
+    locks = SessionLocks(config.state_dir / "locks")
     stopped = 0
     try:
         for info in await backend.list_sessions():
             if user not in (info.user, info.slug) or (app is not None and info.app != app):
                 continue
-            await backend.remove(info.container_id)
-            routes.remove_session(info.app, info.slug)
+            # Like the reaper: the route first, under the lock a spawn of this session takes.
+            async with locks.hold(info.app, info.slug, LOCK_TIMEOUT):
+                routes.remove_session(info.app, info.slug)
+                await backend.remove(info.container_id)
             print(f"stopped {info.name}")
             stopped += 1
     finally:
@@ -140,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", help="the user id (as in the identity header) or the session slug")
     p.add_argument("app", nargs="?", help="only this app")
     p.set_defaults(func=cmd_stop)
+    p = sub.add_parser(
+        "reap", help="remove idle or expired sessions (the systemd timer runs this); volumes stay"
+    )
+    p.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_reap)
     p = sub.add_parser("check-config", help="validate the config file and exit")
     p.set_defaults(func=cmd_check_config)
     return parser
@@ -147,12 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    setup_logging(args.verbose, os.environ)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -201,7 +201,9 @@ class _Section:
                 self.key(name), f"must be a duration like 30s, 15m, 2h, 1d; got {value!r}"
             )
         if seconds < 0 or (seconds == 0 and not zero):
-            raise ConfigError(self.key(name), "must not be negative" if zero else "must be positive")
+            raise ConfigError(
+                self.key(name), "must not be negative" if zero else "must be positive"
+            )
         return seconds
 
     def str_list(self, name: str, pattern: re.Pattern[str] | None = None) -> list[str]:
@@ -457,9 +459,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         routes_dir=Path(tr.text("routes_dir", "/etc/traefik/dynamic", pattern=ABS_PATH_RE)),
         entrypoint=tr.text("entrypoint", "web", pattern=re.compile(r"^[A-Za-z0-9_-]{1,64}$")),
         api_url=api_url,
-        access_log=Path(
-            tr.text("access_log", "/var/log/traefik/access.json", pattern=ABS_PATH_RE)
-        ),
+        access_log=Path(tr.text("access_log", "/var/log/traefik/access.json", pattern=ABS_PATH_RE)),
     )
     tr.finish()
 

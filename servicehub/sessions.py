@@ -19,11 +19,16 @@ import aiohttp
 
 from .backend import Backend, SessionEvent, SessionInfo, SpawnError
 from .config import AppConfig, Config
+from .journal import event
+from .locks import SessionLocks
 from .probes import app_answers, poll_until, traefik_has_router
 from .routes import RouteStore, SessionRoute, router_name
 
 log = logging.getLogger("servicehub.sessions")
 ROUTE_TIMEOUT = 15.0
+# A spawn waits this long for the reaper to finish removing the session's old container. The
+# reaper holds a session's lock for one container removal and one route file, so this is long.
+LOCK_TIMEOUT = 30.0
 _VERSIONS = itertools.count(1)
 
 
@@ -83,11 +88,13 @@ class SessionManager:
         backend: Backend,
         routes: RouteStore,
         now: Callable[[], float] = time.monotonic,
+        locks: SessionLocks | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
         self.routes = routes
         self.now = now
+        self.locks = locks or SessionLocks(config.state_dir / "locks")
         self.sessions: dict[tuple[str, str], Session] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,6 +123,10 @@ class SessionManager:
     async def recover(self) -> None:
         """Rebuild sessions from Docker labels and make the route files match them."""
         await self.backend.prepare()
+        try:
+            self.locks.prepare()
+        except OSError as exc:  # spawns still work, only without the reaper's lock
+            log.error("cannot create the lock directory %s: %s", self.locks.directory, exc)
         self.routes.write_base()
         routes = []
         for info in await self.backend.list_sessions():
@@ -185,14 +196,37 @@ class SessionManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _fields(self, name: str, session: Session, **more: object) -> dict[str, Any]:
+        """Journal fields of a session event (the reaper reads spawned and ready)."""
+        return event(
+            name,
+            hub=self.config.hub,
+            app=session.app,
+            slug=session.slug,
+            user=session.user,
+            container=session.container_id,
+            **more,
+        )
+
     async def _spawn(self, session: Session, app: AppConfig) -> None:
+        # The reaper holds this lock while it removes the session's old container.
+        async with self.locks.hold(app.name, session.slug, LOCK_TIMEOUT):
+            await self._spawn_locked(session, app)
+
+    async def _spawn_locked(self, session: Session, app: AppConfig) -> None:
         try:
             info = await self.backend.spawn(app, session.user, session.slug)
             session.container_id = info.container_id
             if not info.running or info.address is None:
                 raise SpawnError(await self._exit_reason(info))
             session.url = f"http://{info.address}:{app.port}"
-            log.info("spawned app=%s slug=%s container=%s", app.name, session.slug, info.name)
+            log.info(
+                "spawned app=%s slug=%s container=%s",
+                app.name,
+                session.slug,
+                info.name,
+                extra=self._fields("spawned", session),
+            )
             await session.set(State.STARTING, "Starting the app")
             await self._wait_ready(session, app, info.address)
             await self._route_up(session, app)
@@ -243,15 +277,40 @@ class SessionManager:
         if info is None or not info.running or info.container_id != session.container_id:
             raise SpawnError(await self._exit_reason(info))
         await session.set(State.READY, "Ready")
+        elapsed = time.monotonic() - session.started
         log.info(
             "ready app=%s slug=%s after %.3f s",
             app.name,
             session.slug,
-            time.monotonic() - session.started,
+            elapsed,
+            extra=self._fields("ready", session, seconds=f"{elapsed:.3f}"),
         )
 
     async def _reroute(self, session: Session, app: AppConfig) -> None:
-        """A ready session's request reached the daemon: route again, never kill a good app."""
+        """A ready session's request reached the daemon: route again, never kill a good app.
+        If its container is gone (reaped, removed; the event not handled yet), spawn anew."""
+        async with self.locks.hold(app.name, session.slug, LOCK_TIMEOUT):
+            try:
+                info = await self.backend.get(app.name, session.slug)
+                gone = info is None or not info.running or info.container_id != session.container_id
+            except Exception:  # Docker unreachable: route again as before, never kill
+                log.exception("checking app=%s slug=%s failed", app.name, session.slug)
+                gone = False
+            if gone:
+                log.info(
+                    "session app=%s slug=%s lost its container; spawning a new one",
+                    app.name,
+                    session.slug,
+                )
+                self.routes.remove_session(app.name, session.slug)
+                session.container_id, session.url = None, None
+                session.started = time.monotonic()
+                await session.set(State.CREATING, "Creating your container")
+                await self._spawn_locked(session, app)
+                return
+            await self._reroute_locked(session, app)
+
+    async def _reroute_locked(self, session: Session, app: AppConfig) -> None:
         try:
             await self._route_up(session, app)
         except SpawnError as exc:
@@ -272,7 +331,13 @@ class SessionManager:
 
     async def _fail(self, session: Session, reason: str) -> None:
         """Always ends in FAILED, even when Docker cannot be reached to clean up."""
-        log.error("session app=%s slug=%s failed: %s", session.app, session.slug, reason)
+        log.error(
+            "session app=%s slug=%s failed: %s",
+            session.app,
+            session.slug,
+            reason,
+            extra=self._fields("failed", session, reason=reason),
+        )
         try:
             self.routes.remove_session(session.app, session.slug)
             if session.container_id is not None:
@@ -288,7 +353,7 @@ class SessionManager:
             await self.backend.remove(session.container_id)
 
     async def stop(self, app: str, slug: str) -> bool:
-        async with self._lock((app, slug)):
+        async with self._lock((app, slug)), self.locks.hold(app, slug, LOCK_TIMEOUT):
             session = self.sessions.get((app, slug))
             info = await self.backend.get(app, slug)
             if info is not None:
@@ -311,6 +376,13 @@ class SessionManager:
                     return
                 self.sessions.pop(key, None)
                 self.routes.remove_session(event.app, event.slug)
+                log.info(
+                    "session app=%s slug=%s container %s",
+                    event.app,
+                    event.slug,
+                    "removed" if event.action == "destroy" else "stopped",
+                    extra=self._fields("stopped", session, action=event.action),
+                )
                 if event.action == "die":
                     logs = await self.backend.logs_tail(event.container_id)
                     log.warning(

@@ -152,6 +152,10 @@ class Hub:
         return self.workdir / "access.json"
 
     @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
     def config_path(self) -> Path:
         return self.workdir / "servicehub.yml"
 
@@ -173,11 +177,13 @@ class Hub:
             "hub": self.hub_name,
             "listen": {"host": "127.0.0.1", "port": self.daemon_port},
             "volumes_root": str(self.workdir / "volumes"),
+            "state_dir": str(self.state_dir),
             "identity": {"issuer": "https://idp.test"},
             "traefik": {
                 "routes_dir": str(self.routes_dir),
                 "entrypoint": "web",
                 "api_url": f"http://127.0.0.1:{self.api_port}",
+                "access_log": str(self.access_log),
             },
             "apps": self.apps,
         }

@@ -6,14 +6,18 @@ writes outside /tmp and SERVICEHUB_DATA_DIR, so it works with a read-only
 root filesystem.
 """
 
+import base64
+import hashlib
 import html
 import json
 import os
 import re
 import signal
 import socket
+import struct
 import sys
 import tempfile
+import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +27,61 @@ GROUPS_HEADER = "X-Servicehub-Groups"
 IDENTITY_VARS = {"X_SERVICEHUB_USER", "X_SERVICEHUB_GROUPS"}
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_DATA_BYTES = 1024 * 1024
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_BURN_SECONDS = 600
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B52"
+# Paths that are not a person using the app: probes and the hub's own activity question.
+NOT_ACTIVITY = {"healthz", "activity"}
+
+# What the hub's reaper asks at GET <base>activity (apps.<name>.activity_endpoint).
+activity = {"last": time.time()}
+burn = {"until": 0.0}
+lock = threading.Lock()
+
+
+def touch():
+    with lock:
+        activity["last"] = max(activity["last"], time.time())
+
+
+def burn_cpu():
+    # A busy loop in its own thread: CPU use without any request or traffic.
+    while time.time() < burn["until"]:
+        pass
+
+
+def ws_recv(rfile):
+    """One frame from the client: (opcode, fin, payload), or None when the stream ended."""
+    head = rfile.read(2)
+    if len(head) < 2:
+        return None
+    fin, opcode = head[0] & 0x80, head[0] & 0x0F
+    masked, size = head[1] & 0x80, head[1] & 0x7F
+    if size == 126:
+        size = struct.unpack("!H", rfile.read(2))[0]
+    elif size == 127:
+        size = struct.unpack("!Q", rfile.read(8))[0]
+    if size > MAX_FRAME_BYTES:
+        return None
+    mask = rfile.read(4) if masked else b""
+    data = rfile.read(size)
+    if len(data) < size:
+        return None
+    if masked and size:
+        key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
+        data = (int.from_bytes(data, "big") ^ key).to_bytes(size, "big")
+    return opcode, bool(fin), data
+
+
+def ws_send(wfile, opcode, data):
+    head = bytes([0x80 | opcode])
+    if len(data) < 126:
+        head += bytes([len(data)])
+    elif len(data) < 65536:
+        head += bytes([126]) + struct.pack("!H", len(data))
+    else:
+        head += bytes([127]) + struct.pack("!Q", len(data))
+    wfile.write(head + data)
 
 
 def base_url():
@@ -96,6 +155,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         rel = self.route()
+        if rel not in NOT_ACTIVITY:
+            touch()
         if rel is None:
             path = self.path.split("?", 1)[0]
             if path + "/" == base_url():
@@ -105,6 +166,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(HTTPStatus.NOT_FOUND, "not found\n")
         elif rel == "healthz":
             self.send(HTTPStatus.OK, "ok")
+        elif rel == "activity":
+            body = json.dumps({"last_activity": activity["last"]}) + "\n"
+            self.send(HTTPStatus.OK, body, "application/json")
+        elif rel == "ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.websocket()
         elif rel == "whoami":
             self.whoami()
         elif rel.startswith("data/"):
@@ -117,7 +183,22 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self):
         rel = self.route()
         if rel is not None and rel.startswith("data/"):
+            touch()
             self.put_data(rel[len("data/") :])
+        elif rel == "activity":
+            self.put_activity()
+        else:
+            self.send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                headers={"Allow": "GET, HEAD"},
+            )
+
+    def do_POST(self):
+        rel = self.route()
+        if rel == "burn":
+            touch()
+            self.start_burn()
         else:
             self.send(
                 HTTPStatus.METHOD_NOT_ALLOWED,
@@ -208,6 +289,68 @@ class Handler(BaseHTTPRequestHandler):
             raise
         status = HTTPStatus.OK if existed else HTTPStatus.CREATED
         self.send(status, f"stored {len(body)} bytes\n")
+
+    def start_burn(self):
+        query = self.path.partition("?")[2]
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        try:
+            seconds = min(float(params.get("seconds", "60")), MAX_BURN_SECONDS)
+        except ValueError:
+            return self.send(HTTPStatus.BAD_REQUEST, "seconds must be a number\n")
+        with lock:
+            running = burn["until"] > time.time()
+            burn["until"] = time.time() + seconds
+        if not running:
+            threading.Thread(target=burn_cpu, daemon=True).start()
+        self.send(HTTPStatus.ACCEPTED, f"burning one core for {seconds:g} s\n")
+
+    def put_activity(self):
+        # Test knob: report this time from now on (the hub must never believe a future one).
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+            value = json.loads(self.rfile.read(min(length, 4096)))["last_activity"]
+            value = float(value)
+        except (ValueError, KeyError, TypeError):
+            return self.send(HTTPStatus.BAD_REQUEST, 'send {"last_activity": <unix time>}\n')
+        with lock:
+            activity["last"] = value
+        self.send(HTTPStatus.OK, "ok\n")
+
+    def websocket(self):
+        """An echo websocket (RFC 6455, standard library only): every message comes back."""
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()  # RFC 6455
+        accept = base64.b64encode(digest).decode()
+        self.protocol_version = "HTTP/1.1"
+        self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.close_connection = True
+        self.connection.settimeout(None)  # an idle websocket stays open
+        message, kind = b"", 0
+        while True:
+            frame = ws_recv(self.rfile)
+            if frame is None:
+                return
+            opcode, fin, data = frame
+            if opcode == 0x8:  # close: answer and end
+                ws_send(self.wfile, 0x8, data[:2])
+                return
+            if opcode == 0x9:  # ping
+                ws_send(self.wfile, 0xA, data)
+                continue
+            if opcode == 0xA:  # pong
+                continue
+            if opcode in (0x1, 0x2):
+                message, kind = data, opcode
+            elif opcode == 0x0:
+                message += data
+            if fin and kind:
+                touch()
+                ws_send(self.wfile, kind, message)
+                message, kind = b"", 0
 
 
 def on_signal(signum, _frame):

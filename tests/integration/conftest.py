@@ -33,15 +33,29 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def hub(request, tmp_path, example_image):
-    """A running hub (Traefik + daemon); on failure its logs are printed; containers removed."""
-    instance = Hub(workdir=tmp_path, apps=example_apps())
-    try:
+def hub_factory(request, tmp_path, example_image):
+    """Start a hub with the given apps; on failure its logs are printed; containers removed."""
+    made = []
+
+    def make(apps, name="hub"):
+        instance = Hub(workdir=tmp_path / name, apps=apps)
+        instance.workdir.mkdir()
+        made.append(instance)
         instance.start()
-        yield instance
+        return instance
+
+    try:
+        yield make
     finally:
         reports = request.node.stash.get("reports", {})
-        if any(r.failed for r in reports.values()) or instance.daemon is None:
-            print(instance.logs())
-        instance.stop()
-        instance.cleanup_docker()
+        for instance in made:
+            if any(r.failed for r in reports.values()) or instance.daemon is None:
+                print(instance.logs())
+            instance.stop()
+            instance.cleanup_docker()
+
+
+@pytest.fixture
+def hub(hub_factory):
+    """A running hub (Traefik + daemon) with the example apps."""
+    return hub_factory(example_apps())

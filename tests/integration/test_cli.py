@@ -1,6 +1,7 @@
 """The operator's commands against a running hub."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_help_and_version_smoke():
-    for args in (["--help"], ["--version"], ["run", "--help"], ["sessions", "--help"]):
+    for args in (
+        ["--help"],
+        ["--version"],
+        ["run", "--help"],
+        ["sessions", "--help"],
+        ["reap", "--help"],
+    ):
         out = subprocess.run(
             [sys.executable, "-m", "servicehub", *args], capture_output=True, text=True, check=False
         )
@@ -36,7 +43,8 @@ def test_sessions_lists_and_stop_removes_but_keeps_the_volume(hub):
         ("bob", "slow", "running"),
     }
     table = hub.cli("sessions").stdout
-    assert table.splitlines()[0].split() == ["USER", "APP", "CONTAINER", "STARTED", "STATE"]
+    header = ["USER", "APP", "CONTAINER", "STARTED", "STATE", "LAST ACTIVITY", "SOURCE"]
+    assert re.split(r"\s{2,}", table.splitlines()[0]) == header
     assert "alice@example.org" in table
     volume = next((hub.workdir / "volumes").iterdir())
     (volume / "keep.txt").write_text("data")

@@ -96,3 +96,18 @@ def test_missing_log_keeps_the_position(tmp_path):
     assert read_new_requests(tmp_path / "nope.json", pos) == ({}, pos)
     assert LogPosition.from_json(pos.to_json()) == pos
     assert LogPosition.from_json({"inode": "x"}) is None
+
+
+def test_exact_time_from_start_and_duration(tmp_path):
+    # Traefik's "time" has whole seconds; StartUTC + Duration (ns) is the request's exact end.
+    fields = {
+        "Duration": 1_500_000_000,
+        "RouterName": "a@file",
+        "StartUTC": "2026-11-26T12:00:01.123456789Z",
+        "request_X-Servicehub-User": '","Duration":9,"StartUTC":"2099-01-01T00:00:00Z',
+        "time": "2026-11-26T12:00:02Z",
+    }
+    log = tmp_path / "access.json"
+    log.write_text(json.dumps(fields, separators=(",", ":"), sort_keys=True) + "\n")
+    seen, _ = read_new_requests(log, None)
+    assert seen["a@file"] == ts("2026-11-26T12:00:01.123456Z") + 1.5

@@ -19,6 +19,31 @@ def test_minimal_config_gets_safe_defaults():
     assert app_config.path_prefix == "/"
     assert app_config.limits.pids == 256
     assert app_config.idle_timeout == 3600
+    assert app_config.grace == 300 and app_config.cpu_counts and app_config.cpu_threshold == 0.1
+    assert app_config.activity_bytes == 8 * 1024 and app_config.activity_endpoint is None
+    assert str(config.traefik.access_log) == "/var/log/traefik/access.json"
+    assert str(config.state_dir) == "/var/lib/servicehub"
+
+
+def test_reaper_keys_parse():
+    config = parse_config(
+        {
+            **app(
+                grace=0,
+                cpu_counts=False,
+                cpu_threshold=0.5,
+                activity_bytes="64k",
+                activity_endpoint="/api/activity",
+            ),
+            "state_dir": "/srv/hub",
+            "traefik": {"access_log": "/srv/log/access.json"},
+        }
+    )
+    a = config.apps["whoami"]
+    assert (a.grace, a.cpu_counts, a.cpu_threshold) == (0, False, 0.5)
+    assert (a.activity_bytes, a.activity_endpoint) == (64 * 1024, "/api/activity")
+    assert str(config.state_dir) == "/srv/hub"
+    assert str(config.traefik.access_log) == "/srv/log/access.json"
 
 
 def test_durations_and_sizes_parse():
@@ -51,6 +76,14 @@ def test_durations_and_sizes_parse():
         (app(limits={"pids": 1}), "apps.whoami.limits.pids"),
         (app(limits={"swap": "1g"}), "apps.whoami.limits.swap"),
         (app(idle_timeout="soon"), "apps.whoami.idle_timeout"),
+        (app(idle_timeout=0), "apps.whoami.idle_timeout"),
+        (app(grace="-1s"), "apps.whoami.grace"),
+        (app(cpu_counts="yes"), "apps.whoami.cpu_counts"),
+        (app(cpu_threshold=0), "apps.whoami.cpu_threshold"),
+        (app(activity_bytes="lots"), "apps.whoami.activity_bytes"),
+        (app(activity_endpoint="activity"), "apps.whoami.activity_endpoint"),
+        ({**MINIMAL, "state_dir": "relative/dir"}, "state_dir"),
+        ({**MINIMAL, "traefik": {"access_log": "access.json"}}, "traefik.access_log"),
         (app(route={"path_prefix": "/no-trailing-slash"}), "apps.whoami.route.path_prefix"),
         (app(route={"path_prefix": "/_servicehub/"}), "apps.whoami.route.path_prefix"),
         (app(route={"host": "Bad Host"}), "apps.whoami.route.host"),

@@ -1,0 +1,206 @@
+"""A whole `servicehub reap` run: 1,000,000 access-log lines and 200 sessions, then a run with
+100 new lines.
+
+Usage: python bench/reap.py [--lines N] [--sessions S] [--fake]
+
+The sessions are real containers carrying the hub's labels (the base image running `sleep`,
+not the app, so 200 of them fit on a small machine): Docker's list and per-container stats calls
+are the real ones. With --fake no container is created and Docker is replaced by an in-process
+stand-in (the output says so). Each run is the `servicehub reap` command as a process, timed
+from start to exit; every session is active, so nothing is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.accesslog import traefik_line  # noqa: E402
+from servicehub.docker_client import DockerClient  # noqa: E402
+
+BASE_IMAGE = "servicehub-test/debian:12"
+SUFFIX = "abcdefghijklmnop"
+
+
+def slug(i: int) -> str:
+    return f"user{i}-{SUFFIX}"
+
+
+def log_line(hub: str, i: int, sessions: int, when: str) -> str:
+    line = traefik_line(i, sessions).replace("servicehub-whoami-", f"{hub}-whoami-")
+    for key in ("StartLocal", "StartUTC", "time"):
+        start = line.index(f'"{key}":"') + len(key) + 4
+        line = line[:start] + when + line[line.index('"', start) :]
+    return line
+
+
+async def create_containers(hub: str, sessions: int) -> list[str]:
+    docker = DockerClient(Path("/var/run/docker.sock"))
+    gate = asyncio.Semaphore(4)
+    # Spawned an hour ago, so the log's requests (written just now) count as their activity.
+    created = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+
+    async def one(i: int) -> str:
+        labels = {
+            "servicehub.hub": hub,
+            "servicehub.app": "whoami",
+            "servicehub.slug": slug(i),
+            "servicehub.user": f"user{i}@example.org",
+            "servicehub.created": created,
+        }
+        async with gate:
+            made = await docker.request(
+                "POST",
+                "/containers/create",
+                params={"name": f"{hub}-whoami-{slug(i)}"},
+                body={
+                    "Image": BASE_IMAGE,
+                    "Cmd": ["sleep", "infinity"],
+                    "Labels": labels,
+                    "HostConfig": {"Memory": 16 * 1024**2, "NetworkMode": "none"},
+                },
+            )
+            await docker.request("POST", f"/containers/{made['Id']}/start")
+            return str(made["Id"])
+
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(sessions))))
+    finally:
+        await docker.close()
+
+
+def run_reap(config: Path, fake: int) -> tuple[float, float, list[dict[str, object]]]:
+    """Wall time of the command, the run's own total from its log, and its rows."""
+    env = {**os.environ, "SERVICEHUB_CONFIG": str(config)}
+    argv = [sys.executable, "-m", "servicehub", "reap", "--json"]
+    if fake:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--in-process-fake", str(fake)]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    wall = time.perf_counter() - start
+    summary = re.search(r"reaper run: .* total ([\d.]+) s", done.stderr)
+    assert summary is not None, done.stderr[-2000:]
+    print(summary.group(0), file=sys.stderr)
+    return wall, float(summary.group(1)), json.loads(done.stdout)
+
+
+def fake_main(sessions: int) -> None:
+    """`servicehub reap --json` with Docker replaced by a stand-in that answers at once."""
+    from servicehub import cli
+    from servicehub.activity import Counters
+    from servicehub.backend import SessionInfo
+
+    hub = yaml.safe_load(Path(os.environ["SERVICEHUB_CONFIG"]).read_text())["hub"]
+    spawned = datetime.now(UTC) - timedelta(hours=1)
+
+    class FakeBackend:
+        def __init__(self, config: object) -> None:
+            pass
+
+        async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]:
+            return [
+                SessionInfo(
+                    f"id{i}",
+                    f"{hub}-whoami-{slug(i)}",
+                    "whoami",
+                    slug(i),
+                    f"user{i}",
+                    spawned,
+                    "running",
+                    0,
+                    None,
+                )
+                for i in range(sessions)
+            ]
+
+        async def counters(self, container_id: str) -> Counters:
+            return Counters(time.time(), 1000, 1000)
+
+        async def close(self) -> None:
+            pass
+
+    cli.DockerBackend = FakeBackend  # type: ignore[assignment,misc]
+    sys.exit(cli.main(["reap", "--json"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--fake", action="store_true", help="no containers: a stand-in Docker")
+    parser.add_argument("--in-process-fake", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.in_process_fake:
+        fake_main(args.in_process_fake)
+        return
+    hub = "bench" + secrets.token_hex(3)
+    ids: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        access_log = work / "access.json"
+        config = work / "servicehub.yml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "hub": hub,
+                    "state_dir": str(work / "state"),
+                    "volumes_root": str(work / "volumes"),
+                    "traefik": {"routes_dir": str(work / "dynamic"), "access_log": str(access_log)},
+                    "apps": {"whoami": {"image": BASE_IMAGE}},
+                }
+            )
+        )
+        (work / "dynamic").mkdir()
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        try:
+            # Containers first: the engine settles while the log is written.
+            if not args.fake:
+                start = time.perf_counter()
+                ids = asyncio.run(create_containers(hub, args.sessions))
+                setup = time.perf_counter() - start
+            with access_log.open("w") as fh:
+                fh.writelines(log_line(hub, i, args.sessions, now) for i in range(args.lines))
+            access_log.read_bytes()  # page cache warm, as on a live host
+            full, full_run, rows = run_reap(config, args.sessions if args.fake else 0)
+            assert len(rows) == args.sessions and {r["decision"] for r in rows} == {"keep"}, rows[
+                :3
+            ]
+            assert {r["source"] for r in rows} == {"access-log"}, {r["source"] for r in rows}
+            with access_log.open("a") as fh:
+                fh.writelines(log_line(hub, args.lines + i, args.sessions, now) for i in range(100))
+            incremental, incremental_run, rows = run_reap(config, args.sessions if args.fake else 0)
+            assert len(rows) == args.sessions
+        finally:
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+    result = {
+        "lines": args.lines,
+        "sessions": args.sessions,
+        "containers": "fake (in-process stand-in for Docker)" if args.fake else "real",
+        "full_command_s": round(full, 3),
+        "full_run_s": round(full_run, 3),
+        "incremental_command_s": round(incremental, 3),
+        "incremental_run_s": round(incremental_run, 3),
+        "note": "command = process start to exit; run = the reaper's own work, from its log",
+    }
+    if not args.fake:
+        result["container_setup_s"] = round(setup, 1)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

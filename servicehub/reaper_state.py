@@ -1,0 +1,104 @@
+"""What the reaper remembers between runs: one JSON file, replaced atomically.
+
+Written once per run, after the run's decisions and before any removal. A run that crashes
+half-way is simply done again by the next one: activity is a maximum (reading a log line twice
+changes nothing) and removing a container that is already gone is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .accesslog import LogPosition
+from .activity import Activity, Counters
+from .routes import write_atomic
+
+log = logging.getLogger("servicehub.reaper")
+STATE_FILE = "reaper.json"
+VERSION = 1
+
+
+def session_key(app: str, slug: str) -> str:
+    return f"{app}/{slug}"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    container_id: str
+    last: Activity | None  # latest activity seen (not counting the spawn itself)
+    counters: Counters | None  # the previous sample, for the next run's difference
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "container_id": self.container_id,
+            "last_activity": self.last.to_json() if self.last else None,
+            "counters": self.counters.to_json() if self.counters else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> SessionRecord | None:
+        if not isinstance(data, dict) or not isinstance(data.get("container_id"), str):
+            return None
+        return cls(
+            container_id=data["container_id"],
+            last=Activity.from_json(data.get("last_activity")),
+            counters=Counters.from_json(data.get("counters")),
+        )
+
+
+@dataclass
+class ReaperState:
+    position: LogPosition | None = None  # next unread byte of the access log
+    journal_cursor: str | None = None
+    last_run: float | None = None
+    sessions: dict[str, SessionRecord] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "access_log": self.position.to_json() if self.position else None,
+            "journal_cursor": self.journal_cursor,
+            "last_run": self.last_run,
+            "sessions": {k: v.to_json() for k, v in sorted(self.sessions.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> ReaperState:
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            return cls()
+        sessions = {}
+        raw = data.get("sessions")
+        for key, value in raw.items() if isinstance(raw, dict) else []:
+            record = SessionRecord.from_json(value)
+            if record is not None:
+                sessions[str(key)] = record
+        cursor, last_run = data.get("journal_cursor"), data.get("last_run")
+        return cls(
+            position=LogPosition.from_json(data.get("access_log")),
+            journal_cursor=cursor if isinstance(cursor, str) else None,
+            last_run=float(last_run) if isinstance(last_run, (int, float)) else None,
+            sessions=sessions,
+        )
+
+
+def load_state(path: Path) -> ReaperState:
+    """The saved state; a missing file is a first run, a broken one is logged and started over
+    (sessions then count from their spawn and the access log is read from its start)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ReaperState()
+    try:
+        return ReaperState.from_json(json.loads(text))
+    except ValueError as exc:
+        log.warning("reaper state %s unreadable (%s); starting over", path, exc)
+        return ReaperState()
+
+
+def save_state(path: Path, state: ReaperState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n", mode=0o640)

@@ -1,0 +1,143 @@
+"""The reaper's decisions as pure functions: the clock is whatever the test passes."""
+
+import pytest
+
+from servicehub.activity import (
+    Activity,
+    Counters,
+    decide,
+    human,
+    latest,
+    parse_report,
+    usage_activity,
+    usage_between,
+)
+from servicehub.config import parse_config
+
+T0 = 1_800_000_000.0  # the spawn
+MIN, HOUR = 60.0, 3600.0
+
+
+def app(**overrides):
+    data = {"image": "x", "idle_timeout": "1h", "max_lifetime": "1d", "grace": "5m", **overrides}
+    return parse_config({"apps": {"a": data}}).apps["a"]
+
+
+def test_requests_inside_the_window_keep_the_session():
+    last = Activity(T0 + 2 * HOUR, "access-log")
+    d = decide(app(), T0, True, last, now=T0 + 2 * HOUR + 59 * MIN)
+    assert (d.action, d.kind) == ("keep", "active")
+    assert d.last == last and d.idle_for == 59 * MIN
+    assert d.reason == "active 59m00s ago (access-log)"
+
+
+def test_no_activity_reaps_after_the_timeout_counted_from_the_last_one():
+    last = Activity(T0 + 10 * MIN, "network")
+    assert not decide(app(), T0, True, last, now=T0 + 69 * MIN).reap
+    d = decide(app(), T0, True, last, now=T0 + 70 * MIN)
+    assert (d.action, d.kind) == ("reap", "idle")
+    assert d.reason == "idle for 1h00m, idle_timeout is 1h00m"
+
+
+def test_a_session_never_used_counts_from_its_spawn():
+    d = decide(app(), T0, True, None, now=T0 + 30 * MIN)
+    assert d.action == "keep" and d.last == Activity(T0, "spawn")
+    assert decide(app(), T0, True, None, now=T0 + HOUR).reap
+
+
+def test_activity_before_the_spawn_belongs_to_an_older_container():
+    d = decide(app(), T0, True, Activity(T0 - HOUR, "access-log"), now=T0 + MIN * 10)
+    assert d.last.source == "spawn"
+
+
+def test_grace_protects_a_fresh_session_even_with_a_short_idle_timeout():
+    a = app(idle_timeout="1m", grace="10m")
+    d = decide(a, T0, True, None, now=T0 + 9 * MIN)
+    assert (d.action, d.kind) == ("keep", "grace")
+    assert decide(a, T0, True, None, now=T0 + 10 * MIN).reap
+
+
+def test_max_lifetime_wins_over_activity():
+    d = decide(app(), T0, True, Activity(T0 + 24 * HOUR, "cpu"), now=T0 + 24 * HOUR)
+    assert (d.action, d.kind) == ("reap", "lifetime")
+    assert "max_lifetime is 1d00h" in d.reason
+
+
+def test_a_stopped_container_is_reaped():
+    assert decide(app(), T0, False, None, now=T0 + 1).kind == "stopped"
+
+
+def test_a_report_from_the_future_counts_as_now():
+    now = T0 + 2 * HOUR
+    d = decide(app(), T0, True, Activity(now + HOUR, "endpoint"), now=now)
+    assert d.last == Activity(now, "endpoint") and d.idle_for == 0
+
+
+def test_latest_prefers_the_newest_and_the_first_on_a_tie():
+    a, b = Activity(1, "x"), Activity(2, "y")
+    assert latest(None, a, b, None) == b
+    assert latest(Activity(2, "first"), b) == Activity(2, "first")
+    assert latest() is None
+
+
+def sample(read, net, cpu_seconds):
+    return Counters(read=read, net_bytes=net, cpu_ns=int(cpu_seconds * 1e9))
+
+
+def test_traffic_above_the_threshold_is_activity_at_the_run_time():
+    a = app(activity_bytes="8k")
+    busy = usage_between(sample(T0, 1000, 0), sample(T0 + 60, 1000 + 9000, 0))
+    assert usage_activity(a, busy, now=T0 + 99) == Activity(T0 + 99, "network")
+    pings = usage_between(sample(T0, 1000, 0), sample(T0 + 60, 1000 + 600, 0))
+    assert usage_activity(a, pings, now=T0 + 99) is None
+
+
+def test_the_byte_threshold_scales_with_the_time_between_runs():
+    # An hour without a run: an hour of keep-alive pings is still no activity.
+    a = app(activity_bytes="8k")
+    hour_of_pings = usage_between(sample(T0, 0, 0), sample(T0 + HOUR, 60 * 600, 0))
+    assert usage_activity(a, hour_of_pings, now=T0) is None
+    short = usage_between(sample(T0, 0, 0), sample(T0 + 2, 8 * 1024 + 1, 0))
+    assert usage_activity(a, short, now=T0) is not None
+
+
+def test_cpu_counts_only_when_configured():
+    busy = usage_between(sample(T0, 0, 0), sample(T0 + 10, 0, 5))  # half a core
+    assert busy is not None and busy.cpu_cores == pytest.approx(0.5)
+    assert usage_activity(app(cpu_counts=True), busy, now=T0) == Activity(T0, "cpu")
+    assert usage_activity(app(cpu_counts=False), busy, now=T0) is None
+    assert usage_activity(app(cpu_threshold=0.6), busy, now=T0) is None
+
+
+def test_counters_of_another_container_or_the_same_sample_are_no_usage():
+    assert usage_between(None, sample(T0, 1, 1)) is None
+    assert usage_between(sample(T0, 5, 5), sample(T0, 9, 9)) is None  # same read time
+    assert usage_between(sample(T0, 5000, 5), sample(T0 + 60, 10, 0)) is None  # restarted
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"last_activity": T0}, T0),
+        ({"last_activity": int(T0)}, T0),
+        ({"last_activity": "2027-01-15T08:00:00Z"}, T0),
+        ({"last_activity": "2027-01-15T08:00:00"}, T0),  # naive: UTC
+        ({"last_activity": "2027-01-15T09:00:00+01:00"}, T0),
+        ({"last_activity": T0 + HOUR}, T0 + 10),  # future: now
+        ({"last_activity": "yesterday"}, None),
+        ({"last_activity": True}, None),
+        ({"last_activity": None}, None),
+        ({"last_activity": float("nan")}, None),
+        ({}, None),
+        ([T0], None),
+    ],
+)
+def test_activity_endpoint_reports(body, expected):
+    found = parse_report(body, now=T0 + 10)
+    assert (found.time if found else None) == expected
+    if found:
+        assert found.source == "endpoint"
+
+
+def test_human_durations():
+    assert [human(s) for s in (0, 42, 187, 7500, 90000)] == ["0s", "42s", "3m07s", "2h05m", "1d01h"]

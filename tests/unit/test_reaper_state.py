@@ -1,0 +1,35 @@
+import json
+
+from servicehub.accesslog import LogPosition
+from servicehub.activity import Activity, Counters
+from servicehub.reaper_state import ReaperState, SessionRecord, load_state, save_state
+
+
+def test_state_round_trips_and_is_replaced_atomically(tmp_path):
+    path = tmp_path / "state" / "reaper.json"
+    state = ReaperState(
+        position=LogPosition(7, 1234),
+        journal_cursor="s=abc",
+        last_run=1.5,
+        sessions={
+            "whoami/alice-x": SessionRecord("c1", Activity(10.0, "cpu"), Counters(9.5, 100, 200)),
+            "whoami/bob-y": SessionRecord("c2", None, None),
+        },
+    )
+    save_state(path, state)
+    assert load_state(path) == state
+    assert [p.name for p in path.parent.iterdir()] == ["reaper.json"]  # no temp file left
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
+def test_missing_or_broken_state_starts_over(tmp_path):
+    assert load_state(tmp_path / "none.json") == ReaperState()
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"version": 1, "sessions": ')
+    assert load_state(broken) == ReaperState()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"version": 99, "sessions": {"a/b": {"container_id": "c"}}}))
+    assert load_state(other) == ReaperState()
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"version": 1, "sessions": {"a/b": {"container_id": 5}}}))
+    assert load_state(odd).sessions == {}
