@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule \
+.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule demo demo-down \
 	run-local bench clean
 
 venv: $(VENV)/.installed
@@ -42,9 +42,23 @@ oidc-provider: dev/oidc-provider/node_modules/.package-lock.json
 dev/oidc-provider/node_modules/.package-lock.json: dev/oidc-provider/package-lock.json
 	cd dev/oidc-provider && npm ci --no-audit --no-fund --silent
 
+# The whole stack on this machine: a systemd container provisioned by site.yml, self-signed TLS,
+# a local OpenID Connect provider with demo users, the example app.
+MOLECULE := PATH=$(CURDIR)/$(VENV)/bin:$$PATH molecule
+demo: prerequisites venv oidc-provider
+	$(MOLECULE) converge -s demo
+	@echo
+	@echo "servicehub demo: open https://localhost:8443/ (self-signed certificate: accept it)"
+	@echo "log in as alice / alice-password or bob / bob-password (eve / eve-password is refused)"
+	@echo "remove it all with: make demo-down"
+
+demo-down: venv
+	$(MOLECULE) destroy -s demo
+	-docker volume rm servicehub-demo-docker >/dev/null 2>&1
+
 # The full-stack scenario: site.yml on a systemd container, with the provider and Pebble.
 molecule: venv oidc-provider
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH molecule test
+	$(MOLECULE) test
 
 test: prerequisites venv lint
 	$(PYTEST) -q tests
