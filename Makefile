@@ -17,6 +17,9 @@ lint: venv
 	$(VENV)/bin/ruff check servicehub tests bench examples
 	$(VENV)/bin/ruff format --check servicehub tests bench examples
 	$(VENV)/bin/mypy
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH yamllint --strict .
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint
+	$(PY) scripts/variable-reference.py --check
 	bash -n scripts/*.sh .ci/run
 
 unit: venv

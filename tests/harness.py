@@ -54,7 +54,12 @@ def traefik_static_config(
         "entryPoints": {
             # Names like X_Servicehub_User alias the identity header for CGI/WSGI-style apps:
             # drop them before routing so a client cannot smuggle an identity past Apache.
-            "web": {"address": f"127.0.0.1:{web_port}", "http": {"aliasHeadersStrategy": "delete"}},
+            "web": {
+                "address": f"127.0.0.1:{web_port}",
+                "http": {"aliasHeadersStrategy": "delete"},
+                # Apache (on loopback) terminates TLS: keep its X-Forwarded-Proto/-For for apps.
+                "forwardedHeaders": {"trustedIPs": ["127.0.0.1/32", "::1/128"]},
+            },
             "traefik": {"address": f"127.0.0.1:{api_port}"},  # API and metrics: loopback only
         },
         "api": {"insecure": True, "dashboard": False},

@@ -22,6 +22,7 @@ VARIABLES = {
     "traefik.routes_dir": "servicehub_traefik_routes_dir",
     "traefik.entrypoint": "servicehub_traefik_entrypoint",
     "traefik.api_url": "servicehub_traefik_api_url",
+    "traefik.access_log": "servicehub_traefik_access_log",
     "apps": "servicehub_apps",
 }
 
