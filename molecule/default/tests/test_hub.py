@@ -1,6 +1,7 @@
 """End-to-end checks of a converged hub: units, listeners, login, isolation, TLS, logout."""
 
 import json
+import time
 
 import pytest
 
@@ -103,3 +104,28 @@ def test_claim_rule_refuses_other_groups(host, pebble_root):
 def test_logout_ends_the_session(host, pebble_root):
     result = browse(host, "alice", "--logout", ca=pebble_root)
     assert "idp.test" in result["after_logout_url"], result["trail"]
+
+
+def test_reaper_timer_removes_an_idle_container_and_keeps_an_active_one(host, pebble_root):
+    """App `short` has idle_timeout 30s; the timer runs every minute."""
+    assert host.service("servicehub-reaper.timer").is_running
+    assert host.service("servicehub-reaper.timer").is_enabled
+    alice = browse(host, "alice", "--path", "/short/whoami", ca=pebble_root)
+    assert alice["status"] == 200, alice["trail"]
+    # bob keeps working: a request every 5 s for 3 minutes, in the background.
+    host.run_test(f"nohup hubclient --user bob --password bob-password --ca {pebble_root} "
+                  "--path /short/whoami --repeat 36 --every 5 > /tmp/bob.json 2>&1 &")
+
+    def short_users():
+        out = host.run_test("docker ps --filter label=servicehub.app=short "
+                            "--format '{{.Label \"servicehub.user\"}}'").stdout
+        return set(out.split())
+
+    # Within one timeout plus one timer period (plus slack for the login and the run itself).
+    deadline = time.monotonic() + 30 + 60 + 45
+    while "alice@example.org" in short_users():
+        assert time.monotonic() < deadline, host.run("journalctl -u servicehub-reaper -n 40").stdout
+        time.sleep(2)
+    assert "bob@example.org" in short_users()
+    decisions = host.run("journalctl -u servicehub-reaper -o cat -n 200").stdout
+    assert "reap" in decisions

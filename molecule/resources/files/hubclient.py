@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' to the hub")
     parser.add_argument("--logout", action="store_true", help="log out afterwards, then retry")
     parser.add_argument("--ca", help="CA bundle to verify the hub's certificate with")
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="then keep using the app: this many more requests...")
+    parser.add_argument("--every", type=float, default=5.0, help="...this many seconds apart")
     args = parser.parse_args()
     extra = [tuple(h.split(": ", 1)) for h in args.header]
     browser = Browser(args.ca, extra)  # type: ignore[arg-type]
@@ -112,6 +115,10 @@ def main() -> None:
                            "httponly": c.has_nonstandard_attr("HttpOnly"),
                            "samesite": c.get_nonstandard_attr("SameSite")}
                           for c in browser.jar]}
+    for _ in range(args.repeat):  # a person at work: a request now and then
+        time.sleep(args.every)
+        again, _ = browser.open(HUB + args.path)
+        result["repeat_status"] = again.status
     if args.logout:
         out, page = browser.open(HUB + "/logout")
         if "/session/end" in out.geturl() and "<form" in page:  # the provider asks to confirm
