@@ -60,11 +60,14 @@ demo-down: venv
 	-docker volume rm servicehub-demo-docker >/dev/null 2>&1
 
 # The full-stack scenario: site.yml on a systemd container, with the provider and Pebble.
+# The inner engine's volume is removed first so every run starts from a bare host.
 molecule: venv oidc-provider
+	-docker volume rm servicehub-molecule-docker >/dev/null 2>&1
 	$(MOLECULE) test
 
 test: prerequisites venv lint
 	$(PYTEST) -q tests
+	$(MAKE) molecule
 
 run-local: venv
 	$(PY) -m tests.harness
