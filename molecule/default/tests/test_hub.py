@@ -41,6 +41,13 @@ def test_units_are_active_and_valid(host, unit):
     assert service.is_valid
 
 
+def test_traefik_came_from_the_checksummed_release_archive(host):
+    binary = host.file("/usr/local/bin/traefik")
+    assert binary.is_symlink
+    assert binary.linked_to.startswith("/opt/traefik/3.7.15/")
+    assert "3.7.15" in host.run_test("/usr/local/bin/traefik version").stdout
+
+
 def test_certbot_timer_is_active(host):
     assert host.service("certbot.timer").is_running
 
