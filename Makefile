@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule demo demo-down \
+.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule molecule-debian13 demo demo-down \
 	run-local bench clean
 
 venv: $(VENV)/.installed
@@ -44,6 +44,12 @@ images:
 oidc-provider: dev/oidc-provider/node_modules/.package-lock.json
 dev/oidc-provider/node_modules/.package-lock.json: dev/oidc-provider/package-lock.json
 	cd dev/oidc-provider && npm ci --no-audit --no-fund --silent
+
+# The same scenario on Debian 13 (not in make test: it would double the run time of CI).
+molecule-debian13: venv oidc-provider
+	DEBIAN_RELEASE=13 scripts/build-test-images.sh
+	-docker volume rm servicehub-molecule-docker >/dev/null 2>&1
+	SERVICEHUB_DEBIAN_RELEASE=13 $(MOLECULE) test
 
 # The whole stack on this machine: a systemd container provisioned by site.yml, self-signed TLS,
 # a local OpenID Connect provider with demo users, the example app.

@@ -2,11 +2,18 @@
 # Build the local Docker images the tests use, without any container
 # registry: the base image comes from debootstrap + `docker import`.
 # Usage: scripts/build-test-images.sh [--rebuild]
+# DEBIAN_RELEASE=13 builds the Debian 13 base and systemd images (a second Molecule platform).
 set -euo pipefail
 
-BASE_IMAGE=servicehub-test/debian:12
+RELEASE=${DEBIAN_RELEASE:-12}
+case "$RELEASE" in
+    12) SUITE=bookworm ;;
+    13) SUITE=trixie ;;
+    *) echo "DEBIAN_RELEASE must be 12 or 13" >&2; exit 2 ;;
+esac
+BASE_IMAGE=servicehub-test/debian:$RELEASE
 EXAMPLE_IMAGE=servicehub-example/whoami:latest
-SYSTEMD_IMAGE=servicehub-test/systemd:12
+SYSTEMD_IMAGE=servicehub-test/systemd:$RELEASE
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -49,9 +56,9 @@ else
         || { apt-get update -q && apt-get install -y -q debootstrap; }
     start=$SECONDS
     rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/servicehub-rootfs.XXXXXX")
-    log "debootstrap bookworm from $MIRROR into $rootfs"
+    log "debootstrap $SUITE from $MIRROR into $rootfs"
     debootstrap --variant=minbase --include=python3,ca-certificates \
-        bookworm "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1 \
+        "$SUITE" "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1 \
         || { tail -n 30 "$rootfs.log" >&2; exit 1; }
     rm -f "$rootfs.log"
 
@@ -96,7 +103,8 @@ log "built $EXAMPLE_IMAGE in $((SECONDS - start))s"
 
 # The Molecule "VM": systemd as PID 1 on the same base (apt inside the build; cached after).
 start=$SECONDS
-docker build --pull=false -q -t "$SYSTEMD_IMAGE" "$ROOT/molecule/images/systemd" >/dev/null
+docker build --pull=false -q --build-arg "BASE=$BASE_IMAGE" -t "$SYSTEMD_IMAGE" \
+    "$ROOT/molecule/images/systemd" >/dev/null
 log "built $SYSTEMD_IMAGE in $((SECONDS - start))s"
 
 for id in "${old_ids[@]}"; do
