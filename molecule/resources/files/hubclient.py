@@ -95,7 +95,9 @@ def wait_for_app(browser: Browser, path: str, resp, text: str, timeout: float = 
 
 
 def main() -> None:
+    global HUB
     parser = argparse.ArgumentParser()
+    parser.add_argument("--hub", default=HUB, help="the hub's base URL (default %(default)s)")
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--path", default="/whoami")
@@ -106,6 +108,7 @@ def main() -> None:
                         help="then keep using the app: this many more requests...")
     parser.add_argument("--every", type=float, default=5.0, help="...this many seconds apart")
     args = parser.parse_args()
+    HUB = args.hub.rstrip("/")
     extra = [tuple(h.split(": ", 1)) for h in args.header]
     browser = Browser(args.ca, extra)  # type: ignore[arg-type]
     resp, text = login(browser, args.path, args.user, args.password)
