@@ -90,15 +90,16 @@ def test_second_user_gets_a_second_container(host, pebble_root):
     assert alice["hostname"] != bob["hostname"]
     names = host.run_test("docker ps --format '{{.Names}}'").stdout.split()
     assert len([n for n in names if "-whoami-" in n]) >= 2
-    # And bob's container cannot reach alice's over the network either.
-    def container(user):
-        return host.run_test("docker ps -q --filter label=servicehub.app=whoami "
-                             f"--filter label=servicehub.user={user}").stdout.strip()
-
+    # And no other user's container can reach alice's over the network either: a container on
+    # the same app network as bob's (`docker exec` cannot enter containers nested in this test
+    # container, so the probe is a fresh one on that network).
+    alice_id = host.run_test("docker ps -q --filter label=servicehub.app=whoami "
+                             "--filter label=servicehub.user=alice@example.org").stdout.strip()
     alice_ip = host.run_test("docker inspect -f '{{range .NetworkSettings.Networks}}"
-                             "{{.IPAddress}}{{end}}' " + container("alice@example.org")).stdout.strip()
-    probe = host.run(f"docker exec {container('bob@example.org')} python3 -c \"import socket; "
-                     f"s=socket.socket(); s.settimeout(3); "
+                             "{{.IPAddress}}{{end}}' " + alice_id).stdout.strip()
+    probe = host.run("docker run --rm --network servicehub-whoami --user 1000:1000 "
+                     "servicehub-example/whoami:latest python3 -c \"import socket; "
+                     "s=socket.socket(); s.settimeout(3); "
                      f"print('reached' if s.connect_ex(('{alice_ip}', 8000)) == 0 else 'blocked')\"")
     assert probe.stdout.strip() == "blocked", (probe.stdout, probe.stderr)
 
