@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule molecule-debian13 demo demo-down \
+.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule molecule-security security molecule-debian13 demo demo-down \
 	run-local bench clean
 
 venv: $(VENV)/.installed
@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check servicehub tests bench examples
-	$(VENV)/bin/ruff format --check servicehub tests bench examples
+	$(VENV)/bin/ruff check servicehub tests bench examples molecule/security/tests molecule/resources/files/hubraw.py
+	$(VENV)/bin/ruff format --check servicehub tests bench examples molecule/security/tests molecule/resources/files/hubraw.py
 	$(VENV)/bin/mypy
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH yamllint --strict .
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint
@@ -71,9 +71,20 @@ molecule: venv oidc-provider
 	-docker volume rm servicehub-molecule-docker >/dev/null 2>&1
 	$(MOLECULE) test
 
+# The attack suite's scenario (molecule/security): the same hub, attacked (docs/attacks.md).
+molecule-security: venv oidc-provider
+	-docker volume rm servicehub-molecule-security-docker >/dev/null 2>&1
+	$(MOLECULE) test -s security
+
+# The whole attack suite alone: container attacks on the real daemon, then the full-stack scenario.
+security: prerequisites venv oidc-provider
+	$(PYTEST) -q tests/integration/test_attacks_container.py
+	$(MAKE) molecule-security
+
 test: prerequisites venv lint
 	$(PYTEST) -q tests
 	$(MAKE) molecule
+	$(MAKE) molecule-security
 
 run-local: venv
 	$(PY) -m tests.harness

@@ -7,6 +7,8 @@
 //   OIDC_LISTEN         127.0.0.1               address to bind
 //   OIDC_CLIENTS        JSON list of {client_id, client_secret, redirect_uris, post_logout_redirect_uris}
 //   OIDC_USERS          JSON map id -> {password, email, name, groups}
+//   OIDC_USERS_FILE     the same map in a file (wins over OIDC_USERS; claims with any characters)
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import Provider from "oidc-provider";
@@ -15,7 +17,9 @@ const issuer = process.env.OIDC_ISSUER || "http://127.0.0.1:9400";
 const listen = process.env.OIDC_LISTEN || "127.0.0.1";
 const port = Number(new URL(issuer).port || 80);
 const clients = JSON.parse(process.env.OIDC_CLIENTS || "[]");
-const users = JSON.parse(process.env.OIDC_USERS ||
+const users = process.env.OIDC_USERS_FILE
+  ? JSON.parse(readFileSync(process.env.OIDC_USERS_FILE, "utf8"))
+  : JSON.parse(process.env.OIDC_USERS ||
   '{"alice": {"password": "alice-password", "email": "alice@example.org", "name": "Alice", "groups": ["lab"]}}');
 
 for (const client of clients) {

@@ -12,7 +12,7 @@ ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_di
 
 
 def test_roles_exist():
-    assert {"docker", "traefik", "servicehub", "certbot", "apache_oidc"} <= set(ROLES)
+    assert {"docker", "traefik", "servicehub", "firewall", "certbot", "apache_oidc"} <= set(ROLES)
 
 
 @pytest.mark.parametrize("role", ROLES)

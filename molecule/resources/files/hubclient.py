@@ -6,7 +6,10 @@ provider, fills in the login form, comes back with the session cookie, waits on 
 page (as its script would) and prints what the app finally answered, as JSON.
 
     hubclient.py --user alice --password alice-password --path /whoami [--header 'Name: value']
-                 [--logout] [--ca FILE]
+                 [--logout] [--ca FILE] [--save-cookies FILE]
+
+Every redirect it followed is in the output ("redirects"), so the attack suite can replay the
+login callback.
 """
 
 from __future__ import annotations
@@ -26,11 +29,22 @@ from html import unescape
 HUB = "https://hub.test"
 
 
+class RecordingRedirects(urllib.request.HTTPRedirectHandler):
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.seen.append(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class Browser:
     def __init__(self, ca: str | None, extra_headers: list[tuple[str, str]]) -> None:
         context = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()  # noqa: S323
         self.jar = http.cookiejar.CookieJar()
+        self.redirects: list[str] = []
         self.opener = urllib.request.build_opener(
+            RecordingRedirects(self.redirects),
             urllib.request.HTTPCookieProcessor(self.jar),
             urllib.request.HTTPSHandler(context=context),
         )
@@ -104,6 +118,7 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' to the hub")
     parser.add_argument("--logout", action="store_true", help="log out afterwards, then retry")
     parser.add_argument("--ca", help="CA bundle to verify the hub's certificate with")
+    parser.add_argument("--save-cookies", help="write the hub's cookies (a Cookie header value) here")
     parser.add_argument("--repeat", type=int, default=0,
                         help="then keep using the app: this many more requests...")
     parser.add_argument("--every", type=float, default=5.0, help="...this many seconds apart")
@@ -118,6 +133,11 @@ def main() -> None:
                            "httponly": c.has_nonstandard_attr("HttpOnly"),
                            "samesite": c.get_nonstandard_attr("SameSite")}
                           for c in browser.jar]}
+    if args.save_cookies:
+        host = urllib.parse.urlsplit(HUB).hostname or ""
+        with open(args.save_cookies, "w", encoding="utf-8") as out:
+            out.write("; ".join(f"{c.name}={c.value}" for c in browser.jar
+                                if c.domain.lstrip(".") == host))
     for _ in range(args.repeat):  # a person at work: a request now and then
         time.sleep(args.every)
         again, _ = browser.open(HUB + args.path)
@@ -130,6 +150,7 @@ def main() -> None:
         after, _ = browser.open(HUB + args.path)
         result["after_logout_url"] = after.geturl()
     result["trail"] = browser.trail
+    result["redirects"] = browser.redirects
     json.dump(result, sys.stdout)
 
 

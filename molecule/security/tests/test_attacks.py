@@ -1,0 +1,703 @@
+"""The attack suite: every test tries to break one of the hub's invariants and must fail to.
+
+It runs against the whole hub converged by site.yml (molecule/security): Apache with
+mod_auth_openidc in front of the real OpenID Connect provider, Traefik, the daemon, Docker and
+the nftables firewall. Each test names the attack; its assertions are what the defence
+guarantees. docs/attacks.md lists them with the defence each one meets.
+
+Most attacks go through Apache as a logged-in user (alice) with a forged identity of somebody
+who does not exist (FORGED): had any forgery worked, Traefik's access log, which records the
+identity header every request reached it with, would show FORGED.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+HUB = "hub.test"
+ALICE = "alice@example.org"
+FORGED = "mallet@evil.test"
+ACCESS_LOG = "/var/log/traefik/access.json"
+USER_FIELD = "request_X-Servicehub-User"
+APP_IMAGES = {"servicehub-example/whoami:latest"}
+BACKEND_PORTS = {"traefik web": 8081, "traefik api": 8099, "daemon": 8090}
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def browse(host, login: str, *extra: str) -> dict:
+    """A scripted browser session (hubclient): login form, wait page, the app's answer."""
+    args = ["hubclient", "--user", login, "--password", f"{login}-password", *extra]
+    cmd = host.run(" ".join(shell_quote(a) for a in args))
+    assert cmd.rc == 0, cmd.stderr + cmd.stdout
+    return json.loads(cmd.stdout)
+
+
+def raw(host, request: str, cookies: str | None = None) -> dict:
+    """One raw request to Apache on :443, exactly as written ("{cookie}": the saved session)."""
+    encoded = base64.b64encode(request.encode("utf-8")).decode()
+    cmd = f"hubraw --request-b64 {encoded}" + (f" --cookie-file {cookies}" if cookies else "")
+    out = host.run(cmd)
+    assert out.rc == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def request(
+    method: str,
+    path: str,
+    *headers: str,
+    cookie: bool = True,
+    body: str = "",
+    accept: str = "application/json",
+) -> str:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HUB}", f"Accept: {accept}"]
+    if cookie:
+        lines.append("Cookie: {cookie}")
+    lines += headers
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body.encode())}")
+    lines.append("Connection: close")
+    return "\r\n".join(lines) + "\r\n\r\n" + body
+
+
+def header(response: dict, name: str) -> str | None:
+    values = [v for k, v in response["headers"] if k.lower() == name.lower()]
+    return values[0] if values else None
+
+
+def marker() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def traefik_log(host) -> list[dict]:
+    out = host.run_test(f"cat {ACCESS_LOG}").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def users_seen_by_traefik(host, mark: str, barrier_cookies: str) -> list[str]:
+    """The identities Traefik saw on requests whose path holds `mark`.
+
+    A log barrier first: one more request as alice, with its own mark, waited for in the log.
+    Traefik writes entries in order, so once it is there, every earlier request is too.
+    """
+    barrier = marker()
+    assert raw(host, request("GET", f"/whoami?barrier={barrier}"), barrier_cookies)["status"] == 200
+    deadline = time.monotonic() + 30
+    while True:
+        entries = traefik_log(host)
+        if any(barrier in e.get("RequestPath", "") for e in entries):
+            break
+        assert time.monotonic() < deadline, "the barrier request never reached Traefik's log"
+        time.sleep(0.3)
+    return [e.get(USER_FIELD, "") for e in entries if mark in e.get("RequestPath", "")]
+
+
+def container_users(host) -> list[str]:
+    out = host.run_test("docker ps -a --format '{{.Label \"servicehub.user\"}}'").stdout
+    return [line for line in out.splitlines() if line]
+
+
+def container_of(host, user: str, app: str = "whoami") -> dict:
+    filters = (
+        f"--filter label=servicehub.app={app} --filter label=servicehub.user={shell_quote(user)}"
+    )
+    ids = host.run_test(f"docker ps -q {filters}").stdout.split()
+    assert len(ids) == 1, (user, ids)
+    return json.loads(host.run_test(f"docker inspect {ids[0]}").stdout)[0]
+
+
+def is_sent_to_login(response: dict) -> bool:
+    """mod_auth_openidc's answer to a request without a session: the provider's login page for a
+    browser, 401 for anything that does not ask for HTML."""
+    location = header(response, "Location") or ""
+    if response["status"] == 302:
+        return location.startswith("http://idp.test:9400/auth?")
+    return response["status"] == 401
+
+
+@pytest.fixture(scope="module")
+def alice(host) -> str:
+    """alice logged in, her container running; her session cookie saved for raw requests."""
+    result = browse(host, "alice", "--save-cookies", "/tmp/alice.cookies")
+    assert result["status"] == 200, result["trail"]
+    return "/tmp/alice.cookies"
+
+
+@pytest.fixture(scope="module")
+def bob(host) -> dict:
+    result = browse(host, "bob")
+    assert result["status"] == 200, result["trail"]
+    return json.loads(result["body"])
+
+
+# ---- forged identity ---------------------------------------------------------------------------
+
+SPELLINGS = [
+    "X-Servicehub-User",
+    "x-servicehub-user",
+    "X-SERVICEHUB-USER",
+    "X_Servicehub_User",
+    "x_servicehub_user",
+    "X-Servicehub_User",
+    "X_Servicehub-User",
+    "X.Servicehub.User",
+]
+
+FORGERIES = {
+    **{f"spelling {name}": [f"{name}: {FORGED}"] for name in SPELLINGS},
+    "repeated twice": [f"X-Servicehub-User: {FORGED}", f"X-Servicehub-User: {FORGED}"],
+    "two values in one header": [f"X-Servicehub-User: {FORGED}, {ALICE}"],
+    "groups": ["X-Servicehub-Groups: admin", "X_Servicehub_Groups: admin"],
+    "proxy secret guessed": ["X-Servicehub-Proxy-Secret: guess", f"X-Servicehub-User: {FORGED}"],
+    "forwarded headers": [
+        f"X-Forwarded-User: {FORGED}",
+        "X-Forwarded-For: 127.0.0.1",
+        "Forwarded: for=127.0.0.1",
+        f"X-Remote-User: {FORGED}",
+        f"Remote-User: {FORGED}",
+    ],
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
+def test_forged_identity_headers_with_a_session_reach_only_the_sessions_user(host, alice, forgery):
+    mark = marker()
+    answer = raw(host, request("GET", f"/whoami?attack={mark}", *FORGERIES[forgery]), alice)
+    assert answer["status"] == 200, answer
+    seen = json.loads(answer["body"])
+    assert seen["header_user"] == ALICE
+    assert seen["groups"] == ["lab"]
+    assert seen["alias_headers"] == []
+    assert FORGED not in answer["body"]
+    assert users_seen_by_traefik(host, mark, alice) == [ALICE]
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
+def test_forged_identity_headers_without_a_session_are_sent_to_login(host, alice, forgery):
+    mark = marker()
+    answer = raw(host, request("GET", f"/whoami?attack={mark}", *FORGERIES[forgery], cookie=False))
+    assert is_sent_to_login(answer), answer
+    assert users_seen_by_traefik(host, mark, alice) == []
+
+
+def test_a_folded_identity_header_is_refused_or_dropped(host, alice):
+    """obs-fold (a continuation line) is how some parsers were tricked into two values."""
+    mark = marker()
+    folded = "X-Servicehub-User: mallet\r\n @evil.test"
+    answer = raw(host, request("GET", f"/whoami?attack={mark}", folded), alice)
+    if answer["status"] == 200:
+        assert json.loads(answer["body"])["header_user"] == ALICE
+    else:
+        assert answer["status"] == 400, answer
+    assert set(users_seen_by_traefik(host, mark, alice)) <= {ALICE}
+
+
+@pytest.mark.parametrize(
+    "method", ["OPTIONS", "POST", "PUT", "DELETE", "PATCH", "HEAD", "PROPFIND"]
+)
+def test_forged_identity_through_other_methods(host, alice, method):
+    mark = marker()
+    forged = [f"X-Servicehub-User: {FORGED}", f"X_Servicehub_User: {FORGED}"]
+    with_session = raw(host, request(method, f"/whoami?attack={mark}", *forged), alice)
+    without = raw(host, request(method, f"/whoami?attack={mark}", *forged, cookie=False))
+    assert with_session["status"] not in (0, 302), with_session
+    assert without["status"] in (302, 401), without
+    assert users_seen_by_traefik(host, mark, alice) == [ALICE]
+
+
+def test_trace_does_not_echo_the_session_cookie(host, alice):
+    answer = raw(host, request("TRACE", "/whoami"), alice)
+    assert answer["status"] in (403, 405), answer
+    assert "mod_auth_openidc_session" not in answer["body"]
+
+
+@pytest.mark.parametrize("session", [True, False], ids=["with session", "without session"])
+def test_forged_identity_through_a_websocket_upgrade(host, alice, session):
+    mark = marker()
+    upgrade = request(
+        "GET",
+        f"/ws?attack={mark}",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        f"X-Servicehub-User: {FORGED}",
+        f"X_Servicehub_User: {FORGED}",
+        cookie=session,
+    ).replace("Connection: close", "Connection: Upgrade")
+    answer = raw(host, upgrade, alice if session else None)
+    if session:
+        assert answer["status"] == 101, answer
+        assert users_seen_by_traefik(host, mark, alice) == [ALICE]
+    else:
+        assert is_sent_to_login(answer), answer
+        assert users_seen_by_traefik(host, mark, alice) == []
+
+
+@pytest.mark.parametrize(
+    "named",
+    [
+        "X-Servicehub-User",
+        "X-Servicehub-Proxy-Secret",
+        "X-Servicehub-Groups",
+        "X-Servicehub-User, X-Servicehub-Proxy-Secret",
+    ],
+)
+def test_connection_header_naming_the_identity_headers_fails_closed(host, alice, named):
+    """Hop-by-hop stripping after Apache set the headers must never reach a default route."""
+    mark = marker()
+    req = request("GET", f"/whoami?attack={mark}", f"X-Servicehub-User: {FORGED}")
+    answer = raw(host, req.replace("Connection: close", f"Connection: close, {named}"), alice)
+    if answer["status"] == 200:
+        assert json.loads(answer["body"])["header_user"] == ALICE
+        assert users_seen_by_traefik(host, mark, alice) == [ALICE]
+    else:
+        assert answer["status"] in (400, 403, 404), answer
+        assert FORGED not in answer["body"]
+        assert set(users_seen_by_traefik(host, mark, alice)) <= {ALICE, ""}
+    assert FORGED not in container_users(host)
+
+
+# ---- bypassing Apache --------------------------------------------------------------------------
+
+
+def hub_address(host) -> str:
+    name = host.backend.name
+    out = subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return out[0]
+
+
+def tcp_connects(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def test_backend_ports_are_closed_to_other_machines(host):
+    address = hub_address(host)
+    assert tcp_connects(address, 443), "control: Apache must answer from outside"
+    for name, port in BACKEND_PORTS.items():
+        assert not tcp_connects(address, port), f"{name} port {port} reachable from outside"
+
+
+LOCAL_PROBE = (
+    "import socket,sys; s=socket.socket(); s.settimeout(3); "
+    "print('open' if s.connect_ex(('127.0.0.1', int(sys.argv[1]))) == 0 else 'closed')"
+)
+
+
+def local_connect(host, user: str, port: int) -> str:
+    out = host.run_test(f"runuser -u {user} -- python3 -c {shell_quote(LOCAL_PROBE)} {port}")
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("user", "port", "expected"),
+    [
+        ("www-data", 8081, "open"),  # Apache proxies to Traefik
+        ("servicehub", 8099, "open"),  # the daemon and the reaper ask Traefik's API
+        ("traefik", 8090, "open"),  # Traefik forwards first requests to the daemon
+        ("nobody", 8081, "closed"),
+        ("nobody", 8099, "closed"),
+        ("nobody", 8090, "closed"),
+        ("www-data", 8099, "closed"),  # the API shows every route, the proxy secret included
+        ("www-data", 8090, "closed"),
+    ],
+)
+def test_loopback_backends_accept_only_their_clients(host, user, port, expected):
+    assert local_connect(host, user, port) == expected
+
+
+def in_container_netns(host, container: dict, script: str) -> str:
+    """Run a probe inside a user container's network namespace (as if the app ran it)."""
+    pid = container["State"]["Pid"]
+    out = host.run(f"nsenter --target {pid} --net python3 -c {shell_quote(script)}")
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip()
+
+
+CONNECT_PROBE = """
+import json, socket
+results = {{}}
+for target, port in {targets!r}:
+    s = socket.socket(); s.settimeout(3)
+    try:
+        address = socket.gethostbyname(target)
+        results[f"{{target}}:{{port}}"] = "open" if s.connect_ex((address, port)) == 0 else "closed"
+    except OSError as exc:
+        results[f"{{target}}:{{port}}"] = "unresolved"
+    finally:
+        s.close()
+print(json.dumps(results))
+"""
+
+
+def probe_from(host, container: dict, targets: list[tuple[str, int]]) -> dict[str, str]:
+    return json.loads(in_container_netns(host, container, CONNECT_PROBE.format(targets=targets)))
+
+
+def test_from_a_user_container_the_hosts_services_are_unreachable(host, alice, bob):
+    mine = container_of(host, ALICE)
+    network = next(iter(mine["NetworkSettings"]["Networks"].values()))
+    gateway = network["Gateway"]
+    own = network["IPAddress"]
+    hub_ip = host.run_test("hostname -I").stdout.split()[0]
+    ports = [80, 443, 2375, 2376, 22, *BACKEND_PORTS.values(), 9400, 14000, 15000]
+    targets = [(own, 8000)] + [(gateway, p) for p in ports] + [(hub_ip, p) for p in ports]
+    targets += [("127.0.0.1", p) for p in BACKEND_PORTS.values()]
+    results = probe_from(host, mine, targets)
+    assert results.pop(f"{own}:8000") == "open", "control: the probe reaches the app itself"
+    assert {t: r for t, r in results.items() if r == "open"} == {}
+
+
+def test_a_user_container_cannot_reach_another_users_by_address_or_name(host, alice, bob):
+    mine = container_of(host, ALICE)
+    theirs = container_of(host, "bob@example.org")
+    their_ip = next(iter(theirs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    their_name = theirs["Name"].lstrip("/")
+    results = probe_from(host, mine, [(their_ip, 8000), (their_name, 8000)])
+    assert results[f"{their_ip}:8000"] == "closed"
+    assert results[f"{their_name}:8000"] in ("closed", "unresolved")
+    # Control: the hub itself (its namespace) does reach bob's app.
+    assert (
+        host.run(
+            f"python3 -c {shell_quote(LOCAL_PROBE.replace('127.0.0.1', their_ip))} 8000"
+        ).stdout.strip()
+        == "open"
+    )
+
+
+def test_no_user_container_has_the_docker_socket_or_host_paths(host, alice, bob):
+    for user in (ALICE, "bob@example.org"):
+        container = container_of(host, user)
+        for mount in container["Mounts"]:
+            assert "docker.sock" not in mount["Source"]
+            assert mount["Source"].startswith("/var/lib/servicehub/volumes/"), mount
+        assert container["HostConfig"]["Privileged"] is False
+        assert container["HostConfig"]["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in container["HostConfig"]["SecurityOpt"]
+
+
+def test_the_firewall_table_is_loaded_and_counts_refusals(host):
+    rules = host.run_test("nft list table inet servicehub").stdout
+    assert 'iifname "br-*" jump from_containers' in rules
+    assert re.search(r"counter packets [1-9]\d* bytes \d+ reject", rules), rules
+
+
+# ---- identifier injection ----------------------------------------------------------------------
+
+# Login names of the provider's attack users (molecule/resources/prepare.yml) and their ids.
+ODD_IDS = {
+    "inject": "`) || Header(`X`, `y`) {{ .Host }} \"'; ../../etc/@/x@example.org",
+    "comma": "alice@example.org, bob@example.org",
+    "upper": "ALICE@example.org",
+    "ligature": "\ufb01@example.org",
+    "plainfi": "fi@example.org",
+    "long": "l" * 243 + "@example.org",
+}
+SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@pytest.fixture(scope="module")
+def odd_users(host, alice) -> dict[str, dict]:
+    seen = {}
+    for login, user_id in ODD_IDS.items():
+        result = browse(host, login)
+        assert result["status"] == 200, (login, result["trail"])
+        seen[login] = json.loads(result["body"])
+        assert seen[login]["header_user"] == user_id
+    return seen
+
+
+def test_odd_ids_each_get_their_own_container_and_volume(host, odd_users):
+    hostnames = {login: info["hostname"] for login, info in odd_users.items()}
+    hostnames["alice"] = container_of(host, ALICE)["Config"]["Hostname"]
+    assert len(set(hostnames.values())) == len(hostnames), hostnames
+    volumes = {}
+    for login, user_id in ODD_IDS.items():
+        container = container_of(host, user_id)
+        assert container["Config"]["Labels"]["servicehub.user"] == user_id
+        (mount,) = container["Mounts"]
+        volumes[login] = mount["Source"]
+    volumes["alice"] = container_of(host, ALICE)["Mounts"][0]["Source"]
+    assert len(set(volumes.values())) == len(volumes), volumes
+
+
+def test_lookalike_ids_never_share_anything(host, odd_users):
+    for a, b in [("ligature", "plainfi"), ("upper", None)]:
+        first = container_of(host, ODD_IDS[a])
+        second = container_of(host, ODD_IDS[b] if b else ALICE)
+        assert first["Id"] != second["Id"]
+        assert first["Mounts"][0]["Source"] != second["Mounts"][0]["Source"]
+        assert (
+            first["Config"]["Labels"]["servicehub.slug"]
+            != second["Config"]["Labels"]["servicehub.slug"]
+        )
+
+
+def test_no_name_or_path_is_built_from_a_raw_id(host, odd_users):
+    names = host.run_test("docker ps -a --format '{{.Names}}'").stdout.split()
+    volumes = host.run_test("ls /var/lib/servicehub/volumes").stdout.split()
+    routes = host.run_test("ls /etc/traefik/dynamic").stdout.split()
+    for name in names + volumes + routes:
+        assert SAFE_NAME.match(name), name
+        assert len(name) <= 128, name
+
+
+def test_every_route_traefik_loaded_is_valid_and_matches_one_exact_id(host, odd_users):
+    routers = json.loads(
+        host.run_test("curl -s http://127.0.0.1:8099/api/http/routers?per_page=1000").stdout
+    )
+    assert routers
+    broken = [r["name"] for r in routers if r.get("status") != "enabled" or r.get("error")]
+    assert broken == []
+    # The inject user's rule holds its id as one escaped Go string: no extra matcher appeared.
+    session_rules = [r["rule"] for r in routers if "X-Servicehub-User" in r.get("rule", "")]
+    assert all(rule.count("Header(") == 2 and "||" not in rule for rule in session_rules), (
+        session_rules
+    )
+
+
+@pytest.mark.parametrize("login", ["newline", "padded"])
+def test_ids_that_cannot_travel_as_one_header_are_refused(host, alice, bob, login):
+    """A line break would inject a second identity header (alice's); blanks around an id would
+    arrive trimmed, as bob's. Without Apache's `Require expr` rules both reach those containers."""
+    result = browse(host, login)
+    assert result["status"] in (401, 403), result["trail"]
+    assert "header_user" not in result["body"]
+    users = container_users(host)
+    assert not [u for u in users if "mallet" in u or u.endswith(" ")], users
+
+
+# ---- container escape and abuse ---------------------------------------------------------------
+
+
+def test_requests_cannot_choose_an_image(host, alice):
+    attempts = [
+        request("GET", "/?image=busybox"),
+        request("GET", "/_servicehub/spawn?app=evil&image=busybox"),
+        request("POST", "/_servicehub/api/retry?app=evil", body="image=busybox"),
+        request("GET", "/whoami", "X-Servicehub-App: evil", "X-Servicehub-Image: busybox"),
+        request("GET", "/", cookie=True).replace(f"Host: {HUB}", "Host: evil.test"),
+    ]
+    for attempt in attempts:
+        assert raw(host, attempt, alice)["status"] != 0
+    images = set(host.run_test("docker ps -a --format '{{.Image}}'").stdout.split())
+    assert images <= APP_IMAGES, images
+
+
+def test_user_containers_run_with_the_configured_limits(host, alice):
+    config = container_of(host, ALICE)["HostConfig"]
+    assert config["PidsLimit"] == 64
+    assert config["Memory"] == config["MemorySwap"] == 256 * 1024**2
+    assert config["ReadonlyRootfs"] is True
+    assert config["CapAdd"] in (None, [])
+
+
+# ---- session and OpenID Connect ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_login(host) -> dict:
+    result = browse(host, "alice", "--save-cookies", "/tmp/alice-fresh.cookies")
+    assert result["status"] == 200
+    return result
+
+
+def test_the_authorization_request_carries_state_nonce_and_pkce(fresh_login):
+    auth = next(u for u in fresh_login["redirects"] if u.startswith("http://idp.test:9400/auth"))
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(auth).query)
+    assert query["response_type"] == ["code"]
+    assert len(query["state"][0]) >= 16 and len(query["nonce"][0]) >= 16
+    assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) >= 43
+
+
+def callback_of(login: dict) -> str:
+    url = next(u for u in login["redirects"] if "/oidc/redirect?" in u)
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def gives_a_session(answer: dict) -> bool:
+    """A session cookie with a value, or the app itself: the login was accepted."""
+    cookies = [v for k, v in answer["headers"] if k.lower() == "set-cookie"]
+    return "header_user" in answer["body"] or any(
+        re.match(r"mod_auth_openidc_session(_chunks|_\d+)?=[^;]", c) for c in cookies
+    )
+
+
+def test_a_replayed_login_callback_is_refused(host, fresh_login):
+    """A callback URL (code and state) stolen from a log or a referrer, used by another browser."""
+    answer = raw(host, request("GET", callback_of(fresh_login), cookie=False, accept="text/html"))
+    assert not gives_a_session(answer), answer
+    assert answer["status"] in (400, 401, 403, 500), answer
+
+
+@pytest.mark.parametrize("part", ["state", "code"])
+def test_a_tampered_login_callback_is_refused(host, part):
+    """A login stopped at the provider's answer, then the callback altered before it is used."""
+    start = raw(host, request("GET", "/whoami", cookie=False, accept="text/html"))
+    assert is_sent_to_login(start)
+    state_cookies = "; ".join(
+        v.split(";", 1)[0] for k, v in start["headers"] if k.lower() == "set-cookie"
+    )
+    host.run_test(f"printf %s {shell_quote(state_cookies)} > /tmp/state.cookies")
+    auth = urllib.parse.parse_qs(urllib.parse.urlsplit(header(start, "Location")).query)
+    values = {"state": auth["state"][0], "code": "forged-code"}
+    values[part] = values[part][::-1] if part == "state" else "another-forged-code"
+    query = urllib.parse.urlencode(values)
+    answer = raw(
+        host, request("GET", f"/oidc/redirect?{query}", accept="text/html"), "/tmp/state.cookies"
+    )
+    assert not gives_a_session(answer), answer
+
+
+def test_claim_rules_are_anchored(host, alice):
+    """mallory's groups are 'labs', 'xlab', 'lab ', ' lab', 'lab,lab': none of them is 'lab'."""
+    result = browse(host, "mallory")
+    assert result["status"] == 403, result["trail"]
+    assert "mallory@example.org" not in container_users(host)
+
+
+def test_no_token_reaches_a_user_container(host, alice):
+    answer = raw(host, request("GET", "/whoami"), alice)
+    seen = json.loads(answer["body"])
+    leaked = [
+        h
+        for h in seen["header_names"]
+        if re.search(r"oidc|token|authorization|cookie|secret|claim", h, re.I)
+    ]
+    assert leaked == []
+    assert "eyJ" not in answer["body"]  # no JWT (header.payload.signature) anywhere
+    assert all(not k.startswith("OIDC") for k in seen["env"])
+
+
+def test_logout_ends_the_session_and_the_old_cookie_is_dead(host):
+    result = browse(host, "alice", "--save-cookies", "/tmp/alice-logout.cookies", "--logout")
+    assert "idp.test" in result["after_logout_url"], result["trail"]
+    replay = raw(host, request("GET", "/whoami"), "/tmp/alice-logout.cookies")
+    assert is_sent_to_login(replay), replay
+
+
+# ---- TLS ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_scan(host, tmp_path_factory) -> dict:
+    """A real TLS scanner (sslyze) from outside the hub, against Apache's :443."""
+    address = hub_address(host)
+    report = tmp_path_factory.mktemp("sslyze") / "scan.json"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sslyze",
+            f"--json_out={report}",
+            "--quiet",
+            "--mozilla_config=disable",
+            "--sslv2",
+            "--sslv3",
+            "--tlsv1",
+            "--tlsv1_1",
+            "--tlsv1_2",
+            "--tlsv1_3",
+            "--certinfo",
+            "--http_headers",
+            "--heartbleed",
+            "--robot",
+            "--compression",
+            "--reneg",
+            f"{HUB}:443{{{address}}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    (result,) = json.loads(report.read_text())["server_scan_results"]
+    assert result["scan_status"] == "COMPLETED", result
+    return result["scan_result"]
+
+
+def accepted(scan: dict, protocol: str) -> list[str]:
+    suites = scan[f"{protocol}_cipher_suites"]["result"]["accepted_cipher_suites"]
+    return [s["cipher_suite"]["name"] for s in suites]
+
+
+def test_only_tls_1_2_and_1_3_are_offered(tls_scan):
+    for old in ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1"):
+        assert accepted(tls_scan, old) == [], old
+    assert accepted(tls_scan, "tls_1_3")
+    assert accepted(tls_scan, "tls_1_2")
+
+
+def test_tls_1_2_suites_are_forward_secret_aead_only(tls_scan):
+    for suite in accepted(tls_scan, "tls_1_2"):
+        assert suite.startswith("TLS_ECDHE_") or suite.startswith("TLS_DHE_"), suite
+        assert "GCM" in suite or "CHACHA20" in suite, suite
+
+
+def test_hsts_and_known_tls_attacks(tls_scan):
+    hsts = tls_scan["http_headers"]["result"]["strict_transport_security_header"]
+    assert hsts and hsts["max_age"] >= 15768000
+    assert tls_scan["heartbleed"]["result"]["is_vulnerable_to_heartbleed"] is False
+    assert tls_scan["tls_compression"]["result"]["supports_compression"] is False
+    assert (
+        tls_scan["session_renegotiation"]["result"]["is_vulnerable_to_client_renegotiation_dos"]
+        is False
+    )
+    assert tls_scan["robot"]["result"]["robot_result"].startswith("NOT_VULNERABLE")
+
+
+# ---- unit sandboxing ---------------------------------------------------------------------------
+
+
+def documented_exposure() -> dict[str, float]:
+    """The exposure ceilings SECURITY.md states, from its table."""
+    text = (ROOT / "SECURITY.md").read_text()
+    rows = re.findall(r"^\| `([\w.-]+\.service)` \| ([\d.]+) \|", text, re.M)
+    return {unit: float(score) for unit, score in rows}
+
+
+def test_the_documented_units_are_the_hubs_services():
+    assert set(documented_exposure()) >= {
+        "servicehub.service",
+        "servicehub-reaper.service",
+        "traefik.service",
+    }
+
+
+@pytest.mark.parametrize("unit", sorted(documented_exposure()))
+def test_unit_exposure_stays_at_or_below_the_documented_score(host, unit):
+    out = host.run_test(f"systemd-analyze security --no-pager {unit}").stdout
+    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+    assert score <= documented_exposure()[unit], out[-400:]
