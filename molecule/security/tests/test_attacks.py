@@ -309,6 +309,36 @@ def test_backend_ports_are_closed_to_other_machines(host):
         assert not tcp_connects(address, port), f"{name} port {port} reachable from outside"
 
 
+def test_user_containers_are_unreachable_from_another_machine_routing_through_the_hub(host, alice):
+    """Another machine on the hub's network points a route for the container subnet at the hub."""
+    network = next(iter(container_of(host, ALICE)["NetworkSettings"]["Networks"].values()))
+    target = network["IPAddress"]
+    neighbour = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--cap-add",
+            "NET_ADMIN",
+            "--entrypoint",
+            "sh",
+            "servicehub-test/systemd:12",
+            "-c",
+            f"ip route add {target}/32 via {hub_address(host)} && python3 -c "
+            + shell_quote(LOCAL_PROBE.replace("127.0.0.1", target))
+            + " 8000",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert neighbour.returncode == 0, neighbour.stderr
+    assert neighbour.stdout.strip() == "closed"
+    # Control: from the hub itself the app answers on that address.
+    probe = shell_quote(LOCAL_PROBE.replace("127.0.0.1", target))
+    assert host.run(f"python3 -c {probe} 8000").stdout.strip() == "open"
+
+
 LOCAL_PROBE = (
     "import socket,sys; s=socket.socket(); s.settimeout(3); "
     "print('open' if s.connect_ex(('127.0.0.1', int(sys.argv[1]))) == 0 else 'closed')"
