@@ -524,6 +524,17 @@ def test_ids_that_cannot_travel_as_one_header_are_refused(host, alice, bob, logi
     assert not [u for u in users if "mallet" in u or u.endswith(" ")], users
 
 
+def test_a_line_break_in_a_group_cannot_inject_a_header(host, alice):
+    """groupinject's second group holds CRLF and an X-Servicehub-User line naming alice."""
+    result = browse(host, "groupinject")
+    assert result["status"] == 200, result["trail"]
+    seen = json.loads(result["body"])
+    assert seen["header_user"] == "groupinject@example.org"
+    assert not re.search(r"[\r\n]", seen["header_groups"])
+    assert container_of(host, "groupinject@example.org")["Config"]["Hostname"] == seen["hostname"]
+    assert container_of(host, ALICE)["Config"]["Hostname"] != seen["hostname"]
+
+
 # ---- container escape and abuse ---------------------------------------------------------------
 
 
