@@ -274,7 +274,7 @@ def test_connection_header_naming_the_identity_headers_is_refused(host, alice, n
 
 
 def hub_address(host) -> str:
-    name = host.backend.name
+    name = host.backend.get_hostname()  # the container, under Molecule and with --hosts=docker://
     out = subprocess.run(
         [
             "docker",
