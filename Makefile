@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check servicehub tests bench examples molecule/security/tests molecule/resources/files/hubraw.py
-	$(VENV)/bin/ruff format --check servicehub tests bench examples molecule/security/tests molecule/resources/files/hubraw.py
+	$(VENV)/bin/ruff check servicehub tests bench examples molecule
+	$(VENV)/bin/ruff format --check servicehub tests bench examples molecule
 	$(VENV)/bin/mypy
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH yamllint --strict .
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ansible-lint

@@ -61,8 +61,10 @@ def test_loopback_only_listeners(host):
 
 
 def test_certificate_was_issued_by_pebble(host):
-    out = host.run_test("echo | openssl s_client -connect 127.0.0.1:443 -servername hub.test "
-                        "2>/dev/null | openssl x509 -noout -issuer").stdout
+    out = host.run_test(
+        "echo | openssl s_client -connect 127.0.0.1:443 -servername hub.test "
+        "2>/dev/null | openssl x509 -noout -issuer"
+    ).stdout
     assert "Pebble" in out
 
 
@@ -73,8 +75,11 @@ def test_login_reaches_own_container_with_identity(host, pebble_root):
     assert info["header_user"] == "alice@example.org"
     assert info["env"]["SERVICEHUB_USER"] == "alice@example.org"
     # No token or claim header of the login reaches the app.
-    leaked = [h for h in info["header_names"]
-              if h.lower().startswith("oidc") or "token" in h.lower() or "secret" in h.lower()]
+    leaked = [
+        h
+        for h in info["header_names"]
+        if h.lower().startswith("oidc") or "token" in h.lower() or "secret" in h.lower()
+    ]
     assert leaked == []
     session_cookies = [c for c in result["cookies"] if c["domain"].endswith("hub.test")]
     assert session_cookies
@@ -93,21 +98,34 @@ def test_second_user_gets_a_second_container(host, pebble_root):
     # And no other user's container can reach alice's over the network either: a container on
     # the same app network as bob's (`docker exec` cannot enter containers nested in this test
     # container, so the probe is a fresh one on that network).
-    alice_id = host.run_test("docker ps -q --filter label=servicehub.app=whoami "
-                             "--filter label=servicehub.user=alice@example.org").stdout.strip()
-    alice_ip = host.run_test("docker inspect -f '{{range .NetworkSettings.Networks}}"
-                             "{{.IPAddress}}{{end}}' " + alice_id).stdout.strip()
-    probe = host.run("docker run --rm --network servicehub-whoami --user 1000:1000 "
-                     "servicehub-example/whoami:latest python3 -c \"import socket; "
-                     "s=socket.socket(); s.settimeout(3); "
-                     f"print('reached' if s.connect_ex(('{alice_ip}', 8000)) == 0 else 'blocked')\"")
+    alice_id = host.run_test(
+        "docker ps -q --filter label=servicehub.app=whoami "
+        "--filter label=servicehub.user=alice@example.org"
+    ).stdout.strip()
+    alice_ip = host.run_test(
+        "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' " + alice_id
+    ).stdout.strip()
+    probe = host.run(
+        "docker run --rm --network servicehub-whoami --user 1000:1000 "
+        'servicehub-example/whoami:latest python3 -c "import socket; '
+        "s=socket.socket(); s.settimeout(3); "
+        f"print('reached' if s.connect_ex(('{alice_ip}', 8000)) == 0 else 'blocked')\""
+    )
     assert probe.stdout.strip() == "blocked", (probe.stdout, probe.stderr)
 
 
 def test_client_sent_identity_headers_are_ignored(host, pebble_root):
-    result = browse(host, "bob", "--header", "X-Servicehub-User: alice@example.org",
-                    "--header", "X_Servicehub_User: alice@example.org",
-                    "--header", "X-Servicehub-Proxy-Secret: guess", ca=pebble_root)
+    result = browse(
+        host,
+        "bob",
+        "--header",
+        "X-Servicehub-User: alice@example.org",
+        "--header",
+        "X_Servicehub_User: alice@example.org",
+        "--header",
+        "X-Servicehub-Proxy-Secret: guess",
+        ca=pebble_root,
+    )
     info = json.loads(result["body"])
     assert info["header_user"] == "bob@example.org"
     assert info["alias_headers"] == []
@@ -132,12 +150,16 @@ def test_reaper_timer_removes_an_idle_container_and_keeps_an_active_one(host, pe
     alice = browse(host, "alice", "--path", "/short/whoami", ca=pebble_root)
     assert alice["status"] == 200, alice["trail"]
     # bob keeps working: a request every 5 s for 3 minutes, in the background.
-    host.run_test(f"nohup hubclient --user bob --password bob-password --ca {pebble_root} "
-                  "--path /short/whoami --repeat 36 --every 5 > /tmp/bob.json 2>&1 &")
+    host.run_test(
+        f"nohup hubclient --user bob --password bob-password --ca {pebble_root} "
+        "--path /short/whoami --repeat 36 --every 5 > /tmp/bob.json 2>&1 &"
+    )
 
     def short_users():
-        out = host.run_test("docker ps --filter label=servicehub.app=short "
-                            "--format '{{.Label \"servicehub.user\"}}'").stdout
+        out = host.run_test(
+            "docker ps --filter label=servicehub.app=short "
+            "--format '{{.Label \"servicehub.user\"}}'"
+        ).stdout
         return set(out.split())
 
     # Within one timeout plus one timer period (plus slack for the login and the run itself).

@@ -53,7 +53,7 @@ class Browser:
 
     def open(self, url: str, data: dict[str, str] | None = None, accept: str = "text/html"):
         body = urllib.parse.urlencode(data).encode() if data is not None else None
-        request = urllib.request.Request(url, data=body, headers={"Accept": accept})
+        request = urllib.request.Request(url, data=body, headers={"Accept": accept})  # noqa: S310
         if url.startswith(HUB):
             for name, value in self.extra:  # forged headers go to the hub only
                 request.add_header(name, value)
@@ -86,8 +86,9 @@ def hidden_fields(text: str) -> dict[str, str]:
 def login(browser: Browser, path: str, user: str, password: str):
     resp, text = browser.open(HUB + path)
     if "/interaction/" in resp.geturl():
-        resp, text = browser.open(form_action(text, resp.geturl()),
-                                  {"login": user, "password": password})
+        resp, text = browser.open(
+            form_action(text, resp.geturl()), {"login": user, "password": password}
+        )
     return resp, text
 
 
@@ -97,9 +98,12 @@ def wait_for_app(browser: Browser, path: str, resp, text: str, timeout: float = 
     while resp.headers.get("X-Servicehub-Wait") == "1" and resp.status == 200:
         if time.monotonic() > deadline:
             raise SystemExit("the app never became ready")
-        config = json.loads(re.search(r'id="servicehub-config">(.*?)</script>', text, re.S).group(1))
-        status_resp, status_text = browser.open(HUB + config["status"] + "&since=-1",
-                                                accept="application/json")
+        config = json.loads(
+            re.search(r'id="servicehub-config">(.*?)</script>', text, re.S).group(1)
+        )
+        _, status_text = browser.open(
+            HUB + config["status"] + "&since=-1", accept="application/json"
+        )
         state = json.loads(status_text)["state"]
         if state in ("ready", "failed"):
             resp, text = browser.open(HUB + path)
@@ -115,12 +119,17 @@ def main() -> None:
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--path", default="/whoami")
-    parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' to the hub")
+    parser.add_argument(
+        "--header", action="append", default=[], help="extra 'Name: value' to the hub"
+    )
     parser.add_argument("--logout", action="store_true", help="log out afterwards, then retry")
     parser.add_argument("--ca", help="CA bundle to verify the hub's certificate with")
-    parser.add_argument("--save-cookies", help="write the hub's cookies (a Cookie header value) here")
-    parser.add_argument("--repeat", type=int, default=0,
-                        help="then keep using the app: this many more requests...")
+    parser.add_argument(
+        "--save-cookies", help="write the hub's cookies (a Cookie header value) here"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=0, help="then keep using the app: this many more requests..."
+    )
     parser.add_argument("--every", type=float, default=5.0, help="...this many seconds apart")
     args = parser.parse_args()
     HUB = args.hub.rstrip("/")
@@ -128,16 +137,29 @@ def main() -> None:
     browser = Browser(args.ca, extra)  # type: ignore[arg-type]
     resp, text = login(browser, args.path, args.user, args.password)
     resp, text = wait_for_app(browser, args.path, resp, text)
-    result = {"status": resp.status, "url": resp.geturl(), "body": text,
-              "cookies": [{"name": c.name, "secure": c.secure, "domain": c.domain,
-                           "httponly": c.has_nonstandard_attr("HttpOnly"),
-                           "samesite": c.get_nonstandard_attr("SameSite")}
-                          for c in browser.jar]}
+    result = {
+        "status": resp.status,
+        "url": resp.geturl(),
+        "body": text,
+        "cookies": [
+            {
+                "name": c.name,
+                "secure": c.secure,
+                "domain": c.domain,
+                "httponly": c.has_nonstandard_attr("HttpOnly"),
+                "samesite": c.get_nonstandard_attr("SameSite"),
+            }
+            for c in browser.jar
+        ],
+    }
     if args.save_cookies:
         host = urllib.parse.urlsplit(HUB).hostname or ""
         with open(args.save_cookies, "w", encoding="utf-8") as out:
-            out.write("; ".join(f"{c.name}={c.value}" for c in browser.jar
-                                if c.domain.lstrip(".") == host))
+            out.write(
+                "; ".join(
+                    f"{c.name}={c.value}" for c in browser.jar if c.domain.lstrip(".") == host
+                )
+            )
     for _ in range(args.repeat):  # a person at work: a request now and then
         time.sleep(args.every)
         again, _ = browser.open(HUB + args.path)
@@ -145,8 +167,9 @@ def main() -> None:
     if args.logout:
         out, page = browser.open(HUB + "/logout")
         if "/session/end" in out.geturl() and "<form" in page:  # the provider asks to confirm
-            out, page = browser.open(form_action(page, out.geturl()),
-                                     {**hidden_fields(page), "logout": "yes"})
+            out, page = browser.open(
+                form_action(page, out.geturl()), {**hidden_fields(page), "logout": "yes"}
+            )
         after, _ = browser.open(HUB + args.path)
         result["after_logout_url"] = after.geturl()
     result["trail"] = browser.trail
