@@ -578,6 +578,15 @@ def test_the_authorization_request_carries_state_nonce_and_pkce(fresh_login):
     assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) >= 43
 
 
+def test_session_cookies_are_secure_httponly_and_samesite(fresh_login):
+    """Scripts cannot read them, plain http never carries them, other sites' posts go without."""
+    cookies = [c for c in fresh_login["cookies"] if c["domain"].lstrip(".") == HUB]
+    assert any(c["name"].startswith("mod_auth_openidc_session") for c in cookies), cookies
+    for cookie in cookies:
+        assert cookie["secure"] and cookie["httponly"], cookie
+        assert (cookie["samesite"] or "").lower() in ("lax", "strict"), cookie
+
+
 def callback_of(login: dict) -> str:
     url = next(u for u in login["redirects"] if "/oidc/redirect?" in u)
     parts = urllib.parse.urlsplit(url)
