@@ -77,17 +77,26 @@ def session_priority(app: AppConfig) -> int:
 
 def render_session(config: Config, app: AppConfig, route: SessionRoute) -> dict[str, Any]:
     name = router_name(config.hub, route.app, route.slug)
+    identity = f"{name}-identity"
     router: dict[str, Any] = {
         "rule": session_rule(config, app, route.user),
         "priority": session_priority(app),
         "entryPoints": [config.traefik.entrypoint],
         "service": name,
+        "middlewares": [f"{identity}@file"],
     }
     if config.proxy_secret:
-        router["middlewares"] = [f"{config.hub}-strip-secret@file"]
+        router["middlewares"].insert(0, f"{config.hub}-strip-secret@file")
     return {
         "http": {
             "routers": {name: router},
+            # Traefik's Header() matches when any one value matches: should a request ever
+            # carry the user header twice, the app still gets exactly this route's user.
+            "middlewares": {
+                identity: {
+                    "headers": {"customRequestHeaders": {config.identity.user_header: route.user}}
+                }
+            },
             "services": {name: {"loadBalancer": {"servers": [{"url": route.url}]}}},
         }
     }
@@ -167,13 +176,15 @@ class RouteStore:
 
     def write_base(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.dir / f"{self.config.hub}-base.yml", _dump(render_base(self.config)))
+        write_atomic(
+            self.dir / f"{self.config.hub}-base.yml", dump_route_file(render_base(self.config))
+        )
 
     def write_session(self, route: SessionRoute) -> bool:
         app = self.config.apps[route.app]
         return write_atomic(
             self._session_path(route.app, route.slug),
-            _dump(render_session(self.config, app, route)),
+            dump_route_file(render_session(self.config, app, route)),
         )
 
     def remove_session(self, app: str, slug: str) -> bool:
@@ -199,5 +210,28 @@ class RouteStore:
         return written, removed
 
 
-def _dump(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SURROGATE_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+_BRACES = str.maketrans({"{": "\\u007b", "}": "\\u007d"})
+
+
+def _astral(match: re.Match[str]) -> str:
+    high, low = int(match.group(1), 16), int(match.group(2), 16)
+    return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+
+def dump_route_file(data: dict[str, Any]) -> str:
+    """The file as YAML that Traefik's file provider reads back to exactly ``data``.
+
+    It is JSON (a subset of YAML) with every string ASCII-only, so no character can be folded
+    or reinterpreted by the YAML parser (U+2028 or NEL would be line breaks to it). Two more
+    escapes: Traefik runs each file through Go's text/template before parsing, so braces inside
+    strings (a header value holding a user id) are written as escapes; and characters beyond
+    U+FFFF use YAML's \\U escape, not JSON's surrogate pairs, which a YAML parser would not join.
+    """
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True)
+
+    def escape(match: re.Match[str]) -> str:
+        return _SURROGATE_PAIR.sub(_astral, match.group(0).translate(_BRACES))
+
+    return _JSON_STRING.sub(escape, text) + "\n"

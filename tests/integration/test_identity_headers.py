@@ -52,6 +52,18 @@ def test_a_forged_header_without_the_secret_never_reaches_a_container(hub):
     assert resp.status == 403  # the session route requires the secret too
 
 
+def test_a_second_user_value_on_a_session_route_never_reaches_the_app(hub):
+    """Traefik's Header() matches when any value matches; the route then sets the one user."""
+    hub.open("alice", "/whoami", app="whoami")
+    for order in (["mallet", "alice"], ["alice", "mallet"]):
+        headers = [(USER_HEADER, user) for user in order] + [(SECRET_HEADER, hub.secret)]
+        resp = raw_request(hub.web_port, "/whoami", headers)
+        assert resp.status == 200, resp.text
+        info = resp.json()
+        assert info["header_user"] == "alice"
+        assert "mallet" not in resp.text
+
+
 def test_nasty_ids_work_for_exactly_that_user_and_name_nothing(hub):
     for user in NASTY_IDS:
         resp = hub.open(user, "/whoami", app="whoami")

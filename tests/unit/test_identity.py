@@ -16,6 +16,8 @@ NASTY_IDS = [
     "{{ template }}",
     "x" * 255,
     "日本語" * 85,
+    "smile \U0001f600",  # beyond U+FFFF
+    "line\u2028sep\u0085nel",  # line breaks to a YAML parser, not to HTTP
 ]
 
 

@@ -8,6 +8,7 @@ from servicehub.config import parse_config
 from servicehub.routes import (
     RouteStore,
     SessionRoute,
+    dump_route_file,
     go_string_literal,
     render_base,
     render_session,
@@ -44,7 +45,9 @@ def test_session_rule_matches_exact_user_app_and_secret():
         + "s" * 20
         + "`)"
     )
-    assert router["middlewares"] == ["hub-strip-secret@file"]
+    assert router["middlewares"] == ["hub-strip-secret@file", "hub-whoami-alice-x-identity@file"]
+    identity = data["http"]["middlewares"]["hub-whoami-alice-x-identity"]
+    assert identity == {"headers": {"customRequestHeaders": {"X-Servicehub-User": "a`b"}}}
     servers = data["http"]["services"]["hub-whoami-alice-x"]["loadBalancer"]["servers"]
     assert servers == [{"url": "http://172.18.0.2:8000"}]
 
@@ -98,3 +101,14 @@ def test_store_writes_parseable_files_and_reconciles(tmp_path):
     )
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
     assert store.remove_session("whoami", "keep") and not store.remove_session("whoami", "keep")
+
+
+@pytest.mark.parametrize("user", NASTY_IDS)
+def test_session_files_read_back_to_the_exact_id_with_no_template_syntax(user):
+    cfg = config(secret="s" * 20)
+    route = SessionRoute(app="whoami", slug="x", user=user, url="http://172.18.0.2:8000")
+    text = dump_route_file(render_session(cfg, cfg.apps["whoami"], route))
+    assert "{{" not in text and "}}" not in text  # Traefik templates every file first
+    assert text.isascii()
+    middleware = yaml.safe_load(text)["http"]["middlewares"]["hub-whoami-x-identity"]
+    assert middleware["headers"]["customRequestHeaders"]["X-Servicehub-User"] == user
