@@ -231,6 +231,8 @@ class Handler(BaseHTTPRequestHandler):
             "path": self.path,
             "hostname": socket.gethostname(),
             "header_names": sorted(self.headers.keys()),
+            # Every header as received, duplicates included: what the hub let through.
+            "headers": [[k, v] for k, v in self.headers.items()],
             # Headers a CGI/WSGI-style app would read as the identity headers: must stay empty.
             "alias_headers": sorted(
                 k
