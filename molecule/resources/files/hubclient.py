@@ -29,22 +29,31 @@ from html import unescape
 HUB = "https://hub.test"
 
 
+class StoppedAtCallback(Exception):
+    """The provider sent the browser back to the hub's login callback, which was not followed."""
+
+
 class RecordingRedirects(urllib.request.HTTPRedirectHandler):
-    def __init__(self, seen: list[str]) -> None:
+    def __init__(self, seen: list[str], stop_at_callback: bool = False) -> None:
         self.seen = seen
+        self.stop_at_callback = stop_at_callback
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         self.seen.append(newurl)
+        if self.stop_at_callback and newurl.startswith(HUB) and "/oidc/redirect?" in newurl:
+            raise StoppedAtCallback(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class Browser:
-    def __init__(self, ca: str | None, extra_headers: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, ca: str | None, extra_headers: list[tuple[str, str]], stop_at_callback: bool = False
+    ) -> None:
         context = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()  # noqa: S323
         self.jar = http.cookiejar.CookieJar()
         self.redirects: list[str] = []
         self.opener = urllib.request.build_opener(
-            RecordingRedirects(self.redirects),
+            RecordingRedirects(self.redirects, stop_at_callback),
             urllib.request.HTTPCookieProcessor(self.jar),
             urllib.request.HTTPSHandler(context=context),
         )
@@ -112,6 +121,18 @@ def wait_for_app(browser: Browser, path: str, resp, text: str, timeout: float = 
     return resp, text
 
 
+def save_cookies(browser: Browser, path: str | None) -> None:
+    """The hub's cookies as one Cookie header value (for raw requests: hubraw --cookie-file)."""
+    if path:
+        host = urllib.parse.urlsplit(HUB).hostname or ""
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(
+                "; ".join(
+                    f"{c.name}={c.value}" for c in browser.jar if c.domain.lstrip(".") == host
+                )
+            )
+
+
 def main() -> None:
     global HUB
     parser = argparse.ArgumentParser()
@@ -128,14 +149,28 @@ def main() -> None:
         "--save-cookies", help="write the hub's cookies (a Cookie header value) here"
     )
     parser.add_argument(
+        "--stop-at-callback",
+        action="store_true",
+        help="log in but do not follow the provider's redirect back to the hub: print it",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=0, help="then keep using the app: this many more requests..."
     )
     parser.add_argument("--every", type=float, default=5.0, help="...this many seconds apart")
     args = parser.parse_args()
     HUB = args.hub.rstrip("/")
     extra = [tuple(h.split(": ", 1)) for h in args.header]
-    browser = Browser(args.ca, extra)  # type: ignore[arg-type]
-    resp, text = login(browser, args.path, args.user, args.password)
+    browser = Browser(args.ca, extra, args.stop_at_callback)  # type: ignore[arg-type]
+    try:
+        resp, text = login(browser, args.path, args.user, args.password)
+    except StoppedAtCallback as stop:
+        save_cookies(browser, args.save_cookies)
+        # mod_auth_openidc binds the state to the browser's User-Agent: a replay needs it too.
+        agent = dict(browser.opener.addheaders)["User-agent"]
+        json.dump(
+            {"callback": str(stop), "user_agent": agent, "redirects": browser.redirects}, sys.stdout
+        )
+        return
     resp, text = wait_for_app(browser, args.path, resp, text)
     result = {
         "status": resp.status,
@@ -152,14 +187,7 @@ def main() -> None:
             for c in browser.jar
         ],
     }
-    if args.save_cookies:
-        host = urllib.parse.urlsplit(HUB).hostname or ""
-        with open(args.save_cookies, "w", encoding="utf-8") as out:
-            out.write(
-                "; ".join(
-                    f"{c.name}={c.value}" for c in browser.jar if c.domain.lstrip(".") == host
-                )
-            )
+    save_cookies(browser, args.save_cookies)
     for _ in range(args.repeat):  # a person at work: a request now and then
         time.sleep(args.every)
         again, _ = browser.open(HUB + args.path)

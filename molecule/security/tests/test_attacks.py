@@ -22,6 +22,7 @@ import time
 import urllib.parse
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -660,10 +661,24 @@ def test_session_cookies_are_secure_httponly_and_samesite(fresh_login):
         assert (cookie["samesite"] or "").lower() in ("lax", "strict"), cookie
 
 
-def callback_of(login: dict) -> str:
-    url = next(u for u in login["redirects"] if "/oidc/redirect?" in u)
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.path}?{parts.query}"
+class Login(NamedTuple):
+    callback: str  # path and query: a fresh code and the state
+    jar: str  # that browser's cookies (the state cookie)
+    agent: str  # its User-Agent, which mod_auth_openidc binds the state to
+
+
+def stopped_login(host, name: str) -> Login:
+    """alice logs in at the provider; the redirect back to the hub is held, not followed."""
+    jar = f"/tmp/{name}.cookies"
+    result = browse(host, "alice", "--stop-at-callback", "--save-cookies", jar)
+    parts = urllib.parse.urlsplit(result["callback"])
+    return Login(f"{parts.path}?{parts.query}", jar, result["user_agent"])
+
+
+def with_query(callback: str, **changes: str) -> str:
+    path, _, query = callback.partition("?")
+    params = dict(urllib.parse.parse_qsl(query))
+    return f"{path}?{urllib.parse.urlencode({**params, **changes})}"
 
 
 def gives_a_session(answer: dict) -> bool:
@@ -674,30 +689,36 @@ def gives_a_session(answer: dict) -> bool:
     )
 
 
-def test_a_replayed_login_callback_is_refused(host, fresh_login):
-    """A callback URL (code and state) stolen from a log or a referrer, used by another browser."""
-    answer = raw(host, request("GET", callback_of(fresh_login), cookie=False, accept="text/html"))
-    assert not gives_a_session(answer), answer
-    assert answer["status"] in (400, 401, 403, 500), answer
+def callback(host, login: Login, path: str | None = None, jar: bool = True) -> dict:
+    """The browser's request to the callback (or to `path`, an altered one)."""
+    req = request("GET", path or login.callback, f"User-Agent: {login.agent}", cookie=jar,
+                  accept="text/html")  # fmt: skip
+    return raw(host, req, login.jar if jar else None)
 
 
-@pytest.mark.parametrize("part", ["state", "code"])
-def test_a_tampered_login_callback_is_refused(host, part):
-    """A login stopped at the provider's answer, then the callback altered before it is used."""
-    start = raw(host, request("GET", "/whoami", cookie=False, accept="text/html"))
-    assert is_sent_to_login(start)
-    state_cookies = "; ".join(
-        v.split(";", 1)[0] for k, v in start["headers"] if k.lower() == "set-cookie"
-    )
-    host.run_test(f"printf %s {shell_quote(state_cookies)} > /tmp/state.cookies")
-    auth = urllib.parse.parse_qs(urllib.parse.urlsplit(header(start, "Location")).query)
-    values = {"state": auth["state"][0], "code": "forged-code"}
-    values[part] = values[part][::-1] if part == "state" else "another-forged-code"
-    query = urllib.parse.urlencode(values)
-    answer = raw(
-        host, request("GET", f"/oidc/redirect?{query}", accept="text/html"), "/tmp/state.cookies"
-    )
-    assert not gives_a_session(answer), answer
+def test_a_replayed_login_callback_is_refused(host):
+    """The code and state in a callback URL work once, in the browser that started the login."""
+    login = stopped_login(host, "replay")
+    assert not gives_a_session(callback(host, login, jar=False))  # stolen URL, another browser
+    first = callback(host, login)
+    assert gives_a_session(first), first  # control: the genuine callback logs in
+    again = callback(host, login)  # replayed, even with the state cookie kept
+    assert not gives_a_session(again), again
+
+
+def test_a_callback_with_a_tampered_state_is_refused(host):
+    login = stopped_login(host, "tampered-state")
+    state = dict(urllib.parse.parse_qsl(login.callback.partition("?")[2]))["state"]
+    assert not gives_a_session(callback(host, login, with_query(login.callback, state=state[::-1])))
+    assert gives_a_session(callback(host, login))  # control: untouched, it works
+
+
+def test_a_callback_with_another_logins_code_is_refused(host):
+    """Login A's state and cookie with login B's code: PKCE and the nonce tie a code to A."""
+    a, b = stopped_login(host, "login-a"), stopped_login(host, "login-b")
+    code_b = dict(urllib.parse.parse_qsl(b.callback.partition("?")[2]))["code"]
+    assert not gives_a_session(callback(host, a, with_query(a.callback, code=code_b)))
+    assert gives_a_session(callback(host, b))  # control: B's own pair works
 
 
 def test_claim_rules_are_anchored(host, alice):
