@@ -61,6 +61,8 @@ def test_a_good_hub_passes_the_preflight(tmp_path):
     [
         ("docker_packages", ["podman"]),
         ("traefik_web_port", 99999),
+        ("traefik_api_port", 8099),  # unprivileged: a local account could take it over
+        ("servicehub_listen_port", 8090),
         ("traefik_install_source", "curl"),
         ("servicehub_listen_port", "eighty"),
         ("servicehub_proxy_secret", "short"),

@@ -53,7 +53,7 @@ def test_certbot_timer_is_active(host):
 
 
 def test_loopback_only_listeners(host):
-    for port in (8081, 8099, 8090):
+    for port in (881, 899, 890):
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
         assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
     assert host.socket("tcp://0.0.0.0:80").is_listening or host.socket("tcp://:::80").is_listening

@@ -33,7 +33,7 @@ FORGED = "mallet@evil.test"
 ACCESS_LOG = "/var/log/traefik/access.json"
 USER_FIELD = "request_X-Servicehub-User"
 APP_IMAGES = {"servicehub-example/whoami:latest"}
-BACKEND_PORTS = {"traefik web": 8081, "traefik api": 8099, "daemon": 8090}
+BACKEND_PORTS = {"traefik web": 881, "traefik api": 899, "daemon": 890}
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -369,14 +369,14 @@ def local_connect(host, user: str, port: int) -> str:
 @pytest.mark.parametrize(
     ("user", "port", "expected"),
     [
-        ("www-data", 8081, "open"),  # Apache proxies to Traefik
-        ("servicehub", 8099, "open"),  # the daemon and the reaper ask Traefik's API
-        ("traefik", 8090, "open"),  # Traefik forwards first requests to the daemon
-        ("nobody", 8081, "closed"),
-        ("nobody", 8099, "closed"),
-        ("nobody", 8090, "closed"),
-        ("www-data", 8099, "closed"),  # the API shows every route, the proxy secret included
-        ("www-data", 8090, "closed"),
+        ("www-data", 881, "open"),  # Apache proxies to Traefik
+        ("servicehub", 899, "open"),  # the daemon and the reaper ask Traefik's API
+        ("traefik", 890, "open"),  # Traefik forwards first requests to the daemon
+        ("nobody", 881, "closed"),
+        ("nobody", 899, "closed"),
+        ("nobody", 890, "closed"),
+        ("www-data", 899, "closed"),  # the API shows every route, the proxy secret included
+        ("www-data", 890, "closed"),
     ],
 )
 def test_loopback_backends_accept_only_their_clients(host, user, port, expected):
@@ -393,6 +393,22 @@ def test_only_traefik_and_the_daemon_connect_to_user_containers(host, alice, use
     probe = shell_quote(LOCAL_PROBE.replace("127.0.0.1", network["IPAddress"]))
     out = host.run_test(f"runuser -u {user} -- python3 -c {probe} 8000")
     assert out.stdout.strip() == expected
+
+
+BIND_PROBE = (
+    "import errno,socket,sys; s=socket.socket(); "
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "try:\n s.bind(('127.0.0.2', int(sys.argv[1]))); print('bound')\n"
+    "except OSError as e:\n print(errno.errorcode[e.errno])"
+)
+
+
+@pytest.mark.parametrize("port", sorted(BACKEND_PORTS.values()))
+def test_a_local_account_cannot_take_over_a_backend_port(host, port):
+    """Were the port unprivileged, a local account could bind it while Traefik or the daemon
+    restarts and receive what Apache proxies, the proxy secret included."""
+    out = host.run_test(f"runuser -u nobody -- python3 -c {shell_quote(BIND_PROBE)} {port}")
+    assert out.stdout.strip() == "EACCES"
 
 
 def in_container_netns(host, container: dict, script: str) -> str:
@@ -576,7 +592,7 @@ def test_no_name_or_path_is_built_from_a_raw_id(host, odd_users):
 
 def test_every_route_traefik_loaded_is_valid_and_matches_one_exact_id(host, odd_users):
     routers = json.loads(
-        host.run_test("curl -s http://127.0.0.1:8099/api/http/routers?per_page=1000").stdout
+        host.run_test("curl -s http://127.0.0.1:899/api/http/routers?per_page=1000").stdout
     )
     assert routers
     broken = [r["name"] for r in routers if r.get("status") != "enabled" or r.get("error")]
