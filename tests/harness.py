@@ -121,10 +121,11 @@ def raw_request(
     body: bytes | None = None,
     timeout: float = 30,
 ) -> Response:
-    """One request with full control over headers (duplicates, raw bytes)."""
+    """One request with full control over headers (duplicates, raw bytes, the Host)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    own_host = any(name.lower() == "host" for name, _ in headers or [])
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
         for name, value in headers or []:
             conn.putheader(name, value.encode("utf-8") if isinstance(value, str) else value)
         if body is not None:

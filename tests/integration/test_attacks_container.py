@@ -16,7 +16,6 @@ bridge network per app with inter-container traffic off, and loopback-only host 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness import Hub, Response, example_apps
+from tests.harness import Hub, Response, example_apps, raw_request
 
 pytestmark = pytest.mark.integration
 
@@ -210,22 +209,13 @@ def request(
     method: str = "GET",
     body: bytes | None = None,
 ) -> Response:
-    """A request as mallory through Apache (and Traefik), with a Host header of our choosing."""
-    conn = http.client.HTTPConnection("127.0.0.1", hub.web_port, timeout=30)
-    try:
-        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        headers = headers or []
-        if not any(name.lower() == "host" for name, _ in headers):
-            conn.putheader("Host", f"127.0.0.1:{hub.web_port}")
-        for name, value in [*hub.identity_headers("mallory"), *headers]:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        return Response(resp.status, resp.headers, resp.read())
-    finally:
-        conn.close()
+    """A request as mallory, as Apache would send it to Traefik, with a Host of our choosing."""
+    headers = headers or []
+    if not any(name.lower() == "host" for name, _ in headers):
+        headers = [("Host", f"127.0.0.1:{hub.web_port}"), *headers]
+    return raw_request(
+        hub.web_port, path, [*hub.identity_headers("mallory"), *headers], method, body
+    )
 
 
 def test_fork_bomb_is_stopped_by_the_pids_limit(hub):
