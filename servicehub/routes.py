@@ -1,9 +1,10 @@
 """Traefik file-provider routes: one file per session plus one base file, written atomically.
 
-User ids end up in exactly one place here: the value of a ``Header()`` matcher. It is always
-written as a Go double-quoted string in which every character outside [A-Za-z0-9._-] is a
-``\\u``/``\\U`` escape, so no backtick, quote, brace or newline can ever change the rule. The
-file itself is JSON (a subset of YAML), produced by ``json.dumps``: no template renders ids.
+User ids end up in two places here. In the ``Header()`` matcher of a session's rule, always as a
+Go double-quoted string in which every character outside [A-Za-z0-9._-] is a ``\\u``/``\\U``
+escape, so no backtick, quote, brace or newline can ever change the rule. And as the value of
+the session's header middleware, a plain string. The file itself is JSON (a subset of YAML),
+produced by ``json.dumps`` and escaped further by ``dump_route_file``: no template renders ids.
 """
 
 from __future__ import annotations

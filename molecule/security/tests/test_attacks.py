@@ -325,10 +325,21 @@ def test_backend_ports_are_closed_to_other_machines(host):
         assert not tcp_connects(address, port), f"{name} port {port} reachable from outside"
 
 
+CONNECT_ONE = (
+    "import socket,sys; s=socket.socket(); s.settimeout(3); "
+    "print('open' if s.connect_ex((sys.argv[1], int(sys.argv[2]))) == 0 else 'closed')"
+)
+
+
+def network_of(container: dict) -> dict:
+    """The container's only network's settings (IPAddress, Gateway, ...)."""
+    (network,) = container["NetworkSettings"]["Networks"].values()
+    return network
+
+
 def test_user_containers_are_unreachable_from_another_machine_routing_through_the_hub(host, alice):
     """Another machine on the hub's network points a route for the container subnet at the hub."""
-    network = next(iter(container_of(host, ALICE)["NetworkSettings"]["Networks"].values()))
-    target = network["IPAddress"]
+    target = network_of(container_of(host, ALICE))["IPAddress"]
     neighbour = subprocess.run(
         [
             "docker",
@@ -340,9 +351,8 @@ def test_user_containers_are_unreachable_from_another_machine_routing_through_th
             "sh",
             "servicehub-test/systemd:12",
             "-c",
-            f"ip route add {target}/32 via {hub_address(host)} && python3 -c "
-            + shell_quote(LOCAL_PROBE.replace("127.0.0.1", target))
-            + " 8000",
+            f"ip route add {target}/32 via {hub_address(host)} && "
+            f"python3 -c {shell_quote(CONNECT_ONE)} {target} 8000",
         ],
         capture_output=True,
         text=True,
@@ -351,18 +361,13 @@ def test_user_containers_are_unreachable_from_another_machine_routing_through_th
     assert neighbour.returncode == 0, neighbour.stderr
     assert neighbour.stdout.strip() == "closed"
     # Control: from the hub itself the app answers on that address.
-    probe = shell_quote(LOCAL_PROBE.replace("127.0.0.1", target))
-    assert host.run(f"python3 -c {probe} 8000").stdout.strip() == "open"
+    assert connect_from_hub(host, target, 8000) == "open"
 
 
-LOCAL_PROBE = (
-    "import socket,sys; s=socket.socket(); s.settimeout(3); "
-    "print('open' if s.connect_ex(('127.0.0.1', int(sys.argv[1]))) == 0 else 'closed')"
-)
-
-
-def local_connect(host, user: str, port: int) -> str:
-    out = host.run_test(f"runuser -u {user} -- python3 -c {shell_quote(LOCAL_PROBE)} {port}")
+def connect_from_hub(host, address: str, port: int, user: str | None = None) -> str:
+    """'open' or 'closed': a TCP connect from the hub itself, as `user` (root if None)."""
+    run_as = f"runuser -u {user} -- " if user else ""
+    out = host.run_test(f"{run_as}python3 -c {shell_quote(CONNECT_ONE)} {address} {port}")
     return out.stdout.strip()
 
 
@@ -380,7 +385,7 @@ def local_connect(host, user: str, port: int) -> str:
     ],
 )
 def test_loopback_backends_accept_only_their_clients(host, user, port, expected):
-    assert local_connect(host, user, port) == expected
+    assert connect_from_hub(host, "127.0.0.1", port, user) == expected
 
 
 @pytest.mark.parametrize(
@@ -389,10 +394,8 @@ def test_loopback_backends_accept_only_their_clients(host, user, port, expected)
 )
 def test_only_traefik_and_the_daemon_connect_to_user_containers(host, alice, user, expected):
     """An app trusts the identity header it is sent: a local account must not talk to it."""
-    network = next(iter(container_of(host, ALICE)["NetworkSettings"]["Networks"].values()))
-    probe = shell_quote(LOCAL_PROBE.replace("127.0.0.1", network["IPAddress"]))
-    out = host.run_test(f"runuser -u {user} -- python3 -c {probe} 8000")
-    assert out.stdout.strip() == expected
+    address = network_of(container_of(host, ALICE))["IPAddress"]
+    assert connect_from_hub(host, address, 8000, user) == expected
 
 
 BIND_PROBE = (
@@ -459,7 +462,7 @@ def probe_from(host, container: dict, targets: list[tuple[str, int]]) -> dict[st
 
 def test_from_a_user_container_the_hosts_services_are_unreachable(host, alice, bob):
     mine = container_of(host, ALICE)
-    network = next(iter(mine["NetworkSettings"]["Networks"].values()))
+    network = network_of(mine)
     gateway = network["Gateway"]
     own = network["IPAddress"]
     hub_ip = host.run_test("hostname -I").stdout.split()[0]
@@ -492,18 +495,13 @@ def test_a_user_container_cannot_reach_the_cloud_metadata_service(host, alice):
 def test_a_user_container_cannot_reach_another_users_by_address_or_name(host, alice, bob):
     mine = container_of(host, ALICE)
     theirs = container_of(host, "bob@example.org")
-    their_ip = next(iter(theirs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    their_ip = network_of(theirs)["IPAddress"]
     their_name = theirs["Name"].lstrip("/")
     results = probe_from(host, mine, [(their_ip, 8000), (their_name, 8000)])
     assert results[f"{their_ip}:8000"] == "closed"
     assert results[f"{their_name}:8000"] == "closed"  # resolves (Docker's DNS), then refused
     # Control: the hub itself (its namespace) does reach bob's app.
-    assert (
-        host.run(
-            f"python3 -c {shell_quote(LOCAL_PROBE.replace('127.0.0.1', their_ip))} 8000"
-        ).stdout.strip()
-        == "open"
-    )
+    assert connect_from_hub(host, their_ip, 8000) == "open"
 
 
 def test_no_user_container_has_the_docker_socket_or_host_paths(host, alice, bob):
@@ -519,7 +517,7 @@ def test_no_user_container_has_the_docker_socket_or_host_paths(host, alice, bob)
 
 def test_the_firewall_refuses_and_counts_a_container_knocking_on_the_host(host, alice):
     mine = container_of(host, ALICE)
-    gateway = next(iter(mine["NetworkSettings"]["Networks"].values()))["Gateway"]
+    gateway = network_of(mine)["Gateway"]
 
     def refusals() -> int:
         chain = host.run_test("nft list chain inet servicehub from_containers").stdout
