@@ -8,7 +8,9 @@ would implement the same protocol with services instead of containers.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -22,8 +24,12 @@ from .activity import Counters
 from .config import AppConfig, Config
 from .counters import read_counters
 from .docker_client import DockerClient, DockerError
+from .journal import event as journal_fields
 
+log = logging.getLogger("servicehub.backend")
 LABEL = "servicehub"
+# Errors that say the volumes file system is out of room (or quota), not that the hub is broken.
+_STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT}
 # How long a spawn waits for an old container of the same session to finish being removed
 # (the reaper, an operator's `docker rm -f`) before it gives up with an error page.
 CONFLICT_WAIT = 15.0
@@ -57,6 +63,24 @@ class SessionEvent:
 
 class SpawnError(RuntimeError):
     """The container could not be created or started; the text is safe to show the user."""
+
+
+def volume_error(root: Path, path: Path, exc: OSError) -> SpawnError:
+    """A user's data directory could not be made: one error line for the operator (journal),
+    a reason for the user's error page that says what happened without the host's paths."""
+    if exc.errno in _STORAGE_FULL:
+        log.error(
+            "volumes file system full: cannot create %s (%s); free space under %s",
+            path,
+            exc.strerror,
+            root,
+            extra=journal_fields("storage-full", volumes_root=str(root), path=str(path)),
+        )
+        return SpawnError(
+            "there is no room left for your data on this hub; its operators have been told"
+        )
+    log.error("cannot create the data directory %s: %s", path, exc)
+    return SpawnError("your data directory could not be created; its operators have been told")
 
 
 class Backend(Protocol):
@@ -203,10 +227,13 @@ class DockerBackend:
             return None
         path = self.config.volumes_root / name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Create then hand over: the app user must own its data, not root.
-            path.mkdir(mode=0o700)
-            os.chown(path, app.uid, app.gid)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Create then hand over: the app user must own its data, not root.
+                path.mkdir(mode=0o700)
+                os.chown(path, app.uid, app.gid)
+            except OSError as exc:
+                raise volume_error(self.config.volumes_root, path, exc) from exc
         return path
 
     def container_spec(self, app: AppConfig, user: str, slug: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from .sessions import Session, SessionManager, State
 log = logging.getLogger("servicehub.server")
 
 STATUS_PATH = "/_servicehub/api/status"
+START_PATH = "/_servicehub/api/start"
 RETRY_PATH = "/_servicehub/retry"
 HEALTH_PATH = "/_servicehub/healthz"
 LONG_POLL_SECONDS = 20.0
@@ -34,6 +35,54 @@ class Refused(Exception):
 
 def wants_html(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
+
+
+# Fetch metadata that marks a speculative load, not a person: Chromium, older Chromium, Firefox.
+_PREFETCH_HEADERS = ("Sec-Purpose", "Purpose", "X-Moz")
+
+
+def starts_session(request: web.Request) -> bool:
+    """Whether this request may create a container: only a person opening a page may.
+
+    Browsers say what a request is for in its fetch metadata (sent to every https site):
+    ``Sec-Fetch-Mode: navigate`` is a page load in a tab or frame; a favicon, a script, a
+    fetch/XHR poll or a WebSocket has another mode. Without fetch metadata (scripts, old
+    browsers) a GET that accepts HTML counts as opening a page, so ``curl -H 'Accept:
+    text/html'`` starts a session as before; ``POST /_servicehub/api/start`` is the explicit
+    way. A tab left open on an app whose container was reaped therefore never brings it back
+    by polling: only a reload or a click does.
+    """
+    if request.method not in ("GET", "HEAD"):
+        return False
+    if any("prefetch" in request.headers.get(h, "").lower() for h in _PREFETCH_HEADERS):
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode.strip().lower() == "navigate"
+    if "Upgrade" in request.headers:
+        return False
+    return wants_html(request)
+
+
+def no_session(request: web.Request, app: AppConfig) -> web.Response:
+    """The answer to a background request for a session that does not exist: it never spawns."""
+    reason = (
+        f"You have no running session of {app.name}. Open {app.path_prefix} in your browser "
+        f"to start one (scripts: POST {start_url(app.name)})."
+    )
+    headers = {"Cache-Control": "no-store", "X-Servicehub-Session": "none"}
+    if wants_html(request):
+        return web.Response(
+            status=409,
+            text=pages.refusal_page("No session", reason),
+            content_type="text/html",
+            headers=headers,
+        )
+    return web.json_response(
+        {"error": "no session", "app": app.name, "state": "stopped", "reason": reason},
+        status=409,
+        headers=headers,
+    )
 
 
 def refusal(request: web.Request, exc: Refused) -> web.Response:
@@ -104,6 +153,22 @@ def status_url(app: str) -> str:
     return f"{STATUS_PATH}?app={quote(app)}"
 
 
+def start_url(app: str) -> str:
+    return f"{START_PATH}?app={quote(app)}"
+
+
+def stopped_status(app: str) -> dict[str, object]:
+    """What the status API says for a session that does not exist (reaped, stopped)."""
+    return {
+        "app": app,
+        "state": str(State.STOPPED),
+        "message": "Your session has ended. Start it again to go on.",
+        "progress": 0.0,
+        "version": 0,
+        "elapsed": 0,
+    }
+
+
 def session_response(request: web.Request, app: AppConfig, session: Session) -> web.Response:
     target = safe_target(request.path_qs, app.path_prefix)
     headers = {"Cache-Control": "no-store", "X-Servicehub-Wait": "1"}
@@ -148,8 +213,33 @@ class Handlers:
         if request.path + "/" == app.path_prefix:  # /nb for an app at /nb/
             query = f"?{request.query_string}" if request.query_string else ""
             raise web.HTTPPermanentRedirect(location=app.path_prefix + query)
-        session = await self.manager.ensure(app, identity.user, identity.slug)
+        session = await self.manager.ensure(
+            app, identity.user, identity.slug, may_spawn=starts_session(request)
+        )
+        if session is None:
+            return no_session(request, app)
         return session_response(request, app, session)
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        """The explicit start for scripts and hub pages: ``POST /_servicehub/api/start?app=``."""
+        form = await request.post()
+        try:
+            identity = identify(request, self.config)
+            name = request.query.get("app") or str(form.get("app", ""))
+            app = self.config.apps.get(name)
+            if app is None:
+                raise Refused(404, "Unknown app", "No such app on this hub.")
+            authorize(app, identity)
+        except Refused as exc:
+            return refusal(request, exc)
+        session = self.manager.get(app.name, identity.slug)
+        if session is None or session.state == State.FAILED:
+            session = await self.manager.ensure(app, identity.user, identity.slug, retry=True)
+            assert session is not None  # may_spawn: always a session
+        status = 200 if session.state == State.READY else 202
+        return web.json_response(
+            session.status(), status=status, headers={"Cache-Control": "no-store"}
+        )
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -161,10 +251,16 @@ class Handlers:
         except Refused as exc:
             return refusal(request, exc)
         session = self.manager.get(app.name, identity.slug)
-        if session is None:  # e.g. reaped or removed while the wait page was open
-            session = await self.manager.ensure(app, identity.user, identity.slug)
+        if session is None:  # reaped or stopped: a poll never starts it again
+            return web.json_response(
+                stopped_status(app.name), headers={"Cache-Control": "no-store"}
+            )
         since = _int(request.query.get("since"), -1)
-        if session.version <= since and session.state not in (State.READY, State.FAILED):
+        if session.version <= since and session.state not in (
+            State.READY,
+            State.FAILED,
+            State.STOPPED,
+        ):
             async with session.changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
@@ -182,7 +278,7 @@ class Handlers:
             authorize(app, identity)
         except Refused as exc:
             return refusal(request, exc)
-        await self.manager.ensure(app, identity.user, identity.slug, retry=True)
+        await self.manager.ensure(app, identity.user, identity.slug, retry=True)  # a click
         target = safe_target(str(form.get("next", "")), app.path_prefix)
         raise web.HTTPSeeOther(location=target)
 
@@ -205,6 +301,7 @@ def make_app(config: Config, manager: SessionManager) -> web.Application:
     app.router.add_get(HEALTH_PATH, handlers.health)
     app.router.add_get(STATUS_PATH, handlers.status)
     app.router.add_post(RETRY_PATH, handlers.retry)
+    app.router.add_post(START_PATH, handlers.start)
     app.router.add_route("*", "/{tail:.*}", handlers.spawn)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:

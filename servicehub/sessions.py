@@ -38,6 +38,7 @@ class State(enum.StrEnum):
     ROUTING = "routing"  # app answers, waiting for Traefik to serve the route
     READY = "ready"
     FAILED = "failed"
+    STOPPED = "stopped"  # gone, and only a person opening the app starts it again
 
 
 PROGRESS = {
@@ -46,6 +47,7 @@ PROGRESS = {
     State.ROUTING: 0.85,
     State.READY: 1.0,
     State.FAILED: 1.0,
+    State.STOPPED: 0.0,
 }
 
 
@@ -171,8 +173,14 @@ class SessionManager:
         return SessionRoute(app=session.app, slug=session.slug, user=session.user, url=session.url)
 
     # --- spawning -----------------------------------------------------------------------
-    async def ensure(self, app: AppConfig, user: str, slug: str, *, retry: bool = False) -> Session:
-        """The user's session for ``app``, spawning it if there is none. Never waits for it."""
+    async def ensure(
+        self, app: AppConfig, user: str, slug: str, *, retry: bool = False, may_spawn: bool = True
+    ) -> Session | None:
+        """The user's session for ``app``, spawning it if there is none. Never waits for it.
+
+        With ``may_spawn`` false (a request no person made: a sub-resource, a poll, a
+        WebSocket) an existing session is routed again but nothing new is created: None
+        when there is no session, and a ready session whose container is gone is forgotten."""
         key = (app.name, slug)
         async with self._lock(key):
             session = self.sessions.get(key)
@@ -184,8 +192,10 @@ class SessionManager:
                     # Traefik sent this request to us, so it does not serve the route (yet):
                     # write it again and wait until it does.
                     await session.set(State.ROUTING, "Connecting you to your app")
-                    self._start(self._reroute(session, app))
+                    self._start(self._reroute(session, app, may_spawn))
                 return session
+            if not may_spawn:
+                return None
             session = Session(app=app.name, slug=slug, user=user)
             self.sessions[key] = session
             self._start(self._spawn(session, app))
@@ -286,9 +296,10 @@ class SessionManager:
             extra=self._fields("ready", session, seconds=f"{elapsed:.3f}"),
         )
 
-    async def _reroute(self, session: Session, app: AppConfig) -> None:
+    async def _reroute(self, session: Session, app: AppConfig, may_spawn: bool = True) -> None:
         """A ready session's request reached the daemon: route again, never kill a good app.
-        If its container is gone (reaped, removed; the event not handled yet), spawn anew."""
+        If its container is gone (reaped, removed; the event not handled yet), spawn anew, or,
+        for a request no person made, forget the session."""
         async with self.locks.hold(app.name, session.slug, LOCK_TIMEOUT):
             try:
                 info = await self.backend.get(app.name, session.slug)
@@ -296,6 +307,11 @@ class SessionManager:
             except Exception:  # Docker unreachable: route again as before, never kill
                 log.exception("checking app=%s slug=%s failed", app.name, session.slug)
                 gone = False
+            if gone and not may_spawn:
+                await self._forget(
+                    session, "lost its container; a background request does not start it"
+                )
+                return
             if gone:
                 log.info(
                     "session app=%s slug=%s lost its container; spawning a new one",
@@ -345,6 +361,13 @@ class SessionManager:
         except Exception:
             log.exception("cleanup of failed session app=%s slug=%s", session.app, session.slug)
         await session.set(State.FAILED, reason)
+
+    async def _forget(self, session: Session, why: str) -> None:
+        log.info("session app=%s slug=%s %s", session.app, session.slug, why)
+        if self.sessions.get((session.app, session.slug)) is session:
+            self.sessions.pop((session.app, session.slug), None)
+        self.routes.remove_session(session.app, session.slug)
+        await session.set(State.STOPPED, "Your session has ended")
 
     async def _discard(self, session: Session) -> None:
         self.sessions.pop((session.app, session.slug), None)

@@ -59,7 +59,8 @@
         window.location.replace(cfg.target);
         return;
       }
-      if (s.state === "failed") { fail(s.message); return; }
+      // Failed, or stopped (reaped or removed meanwhile): only a click starts it again.
+      if (s.state === "failed" || s.state === "stopped") { fail(s.message); return; }
     }
   }
 
