@@ -1,4 +1,10 @@
-"""Command line: the daemon and the operator's tools."""
+"""Command line: the daemon and the operator's tools.
+
+Every failure an operator can meet (bad or unreadable config, Docker or Traefik unreachable,
+a file the command may not write) ends in one line on stderr and an exit status from
+``EXIT_STATUS``; ``-v`` adds the traceback. Read commands take ``--json``: their shapes are
+documented in docs/daemon.md ("Operating") and kept stable.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,18 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
-from datetime import UTC
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from . import __version__
 from .activity import human, iso
 from .backend import DockerBackend, SessionInfo
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from .docker_client import DockerClient, DockerError, DockerUnreachable, unreachable_reason
 from .identity import make_slug
 from .journal import setup_logging
 from .locks import SessionLocks
@@ -24,15 +34,46 @@ from .reaper_state import load_state, session_key
 from .routes import RouteStore
 from .sessions import LOCK_TIMEOUT, SessionManager
 
+# One meaning per status, whatever the command.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the operation failed: a removal, no such session, a file not writable
+EXIT_USAGE = 2  # bad usage or bad configuration (argparse's own status for bad usage)
+EXIT_UNREACHABLE = 3  # Docker or Traefik cannot be reached
+EXIT_BUSY = 75  # EX_TEMPFAIL: another reaper run holds the lock, try again later
+EXIT_INTERRUPTED = 130
+EXIT_STATUS = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "the operation failed (a removal, no such session, a file not writable)",
+    EXIT_USAGE: "bad usage or bad configuration (the message names the key)",
+    EXIT_UNREACHABLE: "Docker or Traefik unreachable (the message names the socket or URL)",
+    EXIT_BUSY: "another reaper run is in progress: try again later",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+CONFIG_ENV = "SERVICEHUB_CONFIG"
+
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(Path(args.config), os.environ)
 
 
+def _dump(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    print()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _config(args)
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        if args.json:
+            message = _one_line(str(exc)).removeprefix(f"{exc.key}: ")
+            _dump({"config": args.config, "ok": False, "key": exc.key, "error": message})
+        raise
+    if args.json:
+        _dump({"config": args.config, "ok": True, "hub": config.hub, "apps": sorted(config.apps)})
+        return EXIT_OK
     print(f"{args.config}: OK ({len(config.apps)} app(s): {', '.join(sorted(config.apps))})")
-    return 0
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,6 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .server import make_app
 
     config = _config(args)
+    # Fail fast, with one line, before the web server starts: without Docker it can do nothing.
+    asyncio.run(_ping(config))
     backend = DockerBackend(config)
     manager = SessionManager(config, backend, RouteStore(config))
     logging.getLogger("servicehub").info(
@@ -55,7 +98,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         access_log=None,
         handle_signals=True,
     )
-    return 0
+    return EXIT_OK
+
+
+async def _ping(config: Config) -> None:
+    client = DockerClient(config.docker_socket)
+    try:
+        await client.request("GET", "/_ping", timeout=10)
+    finally:
+        await client.close()
 
 
 async def _list(config: Config) -> list[SessionInfo]:
@@ -83,7 +134,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 "slug": s.slug,
                 "app": s.app,
                 "container": s.name,
-                "started": s.created.astimezone(UTC).isoformat(timespec="seconds"),
+                "started": iso(s.created.timestamp()),  # UTC with Z, like last_activity
                 "state": s.state,
                 # As of the reaper's last run; a session it has not seen yet shows nothing.
                 "last_activity": iso(last.time) if last else None,
@@ -91,11 +142,10 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        json.dump(rows, sys.stdout, indent=2)
-        print()
-        return 0
+        _dump(rows)
+        return EXIT_OK
     _table(rows, ["user", "app", "container", "started", "state", "last_activity", "source"])
-    return 0
+    return EXIT_OK
 
 
 def _table(rows: Sequence[Mapping[str, object]], columns: list[str]) -> None:
@@ -119,14 +169,9 @@ async def _reap(config: Config, dry_run: bool) -> list[Row]:
 
 def cmd_reap(args: argparse.Namespace) -> int:
     config = _config(args)
-    try:
-        rows = asyncio.run(_reap(config, args.dry_run))
-    except ReaperBusy as exc:
-        print(f"servicehub: {exc}; not started", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: try again later
+    rows = asyncio.run(_reap(config, args.dry_run))
     if args.json:
-        json.dump([r.to_json() for r in rows], sys.stdout, indent=2)
-        print()
+        _dump([r.to_json() for r in rows])
     else:
         table = [
             {
@@ -143,7 +188,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
         ]
         columns = ["user", "app", "container", "last_activity", "source", "idle_for"]
         _table(table, [*columns, "decision", "reason"])
-    return 1 if any(r.decision == ERROR for r in rows) else 0
+    return EXIT_FAILED if any(r.decision == ERROR for r in rows) else EXIT_OK
 
 
 def _printable(value: str) -> str:
@@ -174,45 +219,113 @@ async def _stop(config: Config, user: str, app: str | None) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.app is not None and args.app not in config.apps:
-        raise ConfigError("app", f"no app named {args.app!r} in {args.config}")
+        apps = ", ".join(sorted(config.apps))
+        _error(f"no app named {args.app!r} in {args.config} (apps: {apps})")
+        return EXIT_USAGE
     stopped = asyncio.run(_stop(config, args.user, args.app))
     if stopped == 0:
         slug = make_slug(config.identity.issuer, args.user)
-        print(f"no session for {args.user!r} (slug {slug})", file=sys.stderr)
-        return 1
-    return 0
+        _error(f"no session for {args.user!r} (slug {slug})")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _common_options(*, on_subcommand: bool) -> argparse.ArgumentParser:
+    """-c and -v, accepted before and after the subcommand. The subcommand's copy has no
+    default (SUPPRESS), so it only overrides the top-level value when given."""
+    parent = argparse.ArgumentParser(add_help=False)
+    default_config = os.environ.get(CONFIG_ENV) or str(DEFAULT_CONFIG_PATH)
+    parent.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS if on_subcommand else default_config,
+        help=f"config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH})",
+    )
+    parent.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if on_subcommand else False,
+        help="debug logging, and the traceback of a failure",
+    )
+    return parent
+
+
+def _epilog() -> str:
+    codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_STATUS.items())
+    return (
+        f"exit status:\n{codes}\n\n"
+        "Errors are one line on stderr; -v adds the traceback. --json output of the read\n"
+        "commands (sessions, reap, check-config) is described in docs/daemon.md."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="servicehub", description="One container of a web app per authenticated user."
+        prog="servicehub",
+        description="One container of a web app per authenticated user.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(on_subcommand=False)],
     )
     parser.add_argument("--version", action="version", version=f"servicehub {__version__}")
-    parser.add_argument(
-        "-c",
-        "--config",
-        default=os.environ.get("SERVICEHUB_CONFIG", str(DEFAULT_CONFIG_PATH)),
-        help="config file (default: %(default)s)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common = [_common_options(on_subcommand=True)]
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
-    p = sub.add_parser("sessions", help="list sessions (from Docker labels)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, parents=common)
+
+    def json_flag(p: argparse.ArgumentParser, shape: str) -> None:
+        p.add_argument("--json", action="store_true", help=f"machine-readable output: {shape}")
+
+    command("run", "run the daemon").set_defaults(func=cmd_run)
+    p = command("sessions", "list sessions (from Docker labels)")
+    json_flag(p, "a list with one object per session")
     p.set_defaults(func=cmd_sessions)
-    p = sub.add_parser("stop", help="stop a user's session(s); the persistent volume is kept")
+    p = command("stop", "stop a user's session(s); the persistent volume is kept")
     p.add_argument("user", help="the user id (as in the identity header) or the session slug")
     p.add_argument("app", nargs="?", help="only this app")
     p.set_defaults(func=cmd_stop)
-    p = sub.add_parser(
-        "reap", help="remove idle or expired sessions (the systemd timer runs this); volumes stay"
+    p = command(
+        "reap", "remove idle or expired sessions (the systemd timer runs this); volumes stay"
     )
     p.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(p, "a list with one object per session and its decision")
     p.set_defaults(func=cmd_reap)
-    p = sub.add_parser("check-config", help="validate the config file and exit")
+    p = command("check-config", "validate the config file and exit")
+    json_flag(p, "one object, ok true or false (then with the key and the error)")
     p.set_defaults(func=cmd_check_config)
     return parser
+
+
+def _one_line(text: str) -> str:
+    """Multi-line messages (a YAML parser's, an engine's) folded into one line; a parser's
+    caret lines point at nothing once folded, so they go."""
+    lines = [line.strip() for line in text.splitlines()]
+    return "; ".join(line for line in lines if line.strip("^ ")).replace(":; ", ": ")
+
+
+def _error(message: str) -> None:
+    print(f"servicehub: {_printable(_one_line(message))}", file=sys.stderr)
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """The exit status and the one line an operator sees for a command that raised."""
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, f"configuration error: {exc}"
+    if isinstance(exc, ReaperBusy):
+        return EXIT_BUSY, f"{exc}; not started"
+    if isinstance(exc, DockerUnreachable):
+        return EXIT_UNREACHABLE, str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # Traefik's API, or any other HTTP peer
+        return EXIT_UNREACHABLE, f"cannot reach {exc.host}:{exc.port}: {unreachable_reason(exc)}"
+    if isinstance(exc, DockerError):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror[:1].lower() + exc.strerror[1:]
+        return EXIT_FAILED, f"{exc.filename}: {reason}" if exc.filename else reason
+    return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,8 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, os.environ)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"servicehub: configuration error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        code, message = _failure(exc)
+        if args.verbose:
+            traceback.print_exc()
+        elif code == EXIT_FAILED and not isinstance(exc, (OSError, DockerError)):
+            message += " (-v shows where)"
+        _error(message)
+        return code

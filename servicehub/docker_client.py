@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,64 @@ class DockerError(RuntimeError):
         self.message = message
 
 
+class DockerUnreachable(ConnectionError):
+    """The engine cannot be reached at all (no socket, no permission, nobody listening).
+
+    An ``OSError`` like the aiohttp error it replaces, so code that already treats a failed
+    connection as such still does; its text is one line an operator can act on.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach Docker at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+# What aiohttp raises when the engine is not there, or goes away mid-answer. A slow answer
+# (a read timeout) is not in the list: the engine is there, the operation is slow.
+_CONNECT_TIMEOUT: type[Exception] = getattr(  # aiohttp >= 3.10; before, no connect-only type
+    aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError
+)
+_UNREACHABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, _CONNECT_TIMEOUT)
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """A short lower-case reason for a failed connection, without aiohttp's wrapping."""
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError):
+        exc = os_error
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the peer closed the connection"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
+        # By number: asyncio words a refused TCP connection "Connect call failed (...)".
+        text = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
+        return text[:1].lower() + text[1:]
+    return str(exc) or type(exc).__name__
+
+
+def _errno(exc: BaseException) -> int | None:
+    os_error = getattr(exc, "os_error", exc)
+    return os_error.errno if isinstance(os_error, OSError) else None
+
+
 class DockerClient:
     def __init__(self, socket: Path) -> None:
         self._socket = socket
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self._socket}"
+
+    def _unreachable(self, exc: BaseException) -> DockerUnreachable:
+        reason = unreachable_reason(exc)
+        if _errno(exc) == errno.ENOENT:
+            reason = "no such socket (is docker.service running?)"
+        elif _errno(exc) == errno.ECONNREFUSED:
+            reason += " (is docker.service running?)"
+        return DockerUnreachable(self.url, reason)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -47,47 +103,57 @@ class DockerClient:
         body: Any = None,
         timeout: float = 60,
     ) -> Any:
-        async with self._http().request(
-            method,
-            f"/{API_VERSION}{path}",
-            params=params,
-            json=body,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except ValueError:
-                    message = text
-                raise DockerError(resp.status, message.strip())
-            if not text:
-                return None
-            if resp.content_type == "application/json":
-                return json.loads(text)
-            return text
+        try:
+            async with self._http().request(
+                method,
+                f"/{API_VERSION}{path}",
+                params=params,
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                text = await resp.text()
+                status, content_type = resp.status, resp.content_type
+        except _UNREACHABLE as exc:
+            raise self._unreachable(exc) from exc
+        if status >= 400:
+            try:
+                message = json.loads(text).get("message", text)
+            except ValueError:
+                message = text
+            raise DockerError(status, message.strip())
+        if not text:
+            return None
+        if content_type == "application/json":
+            return json.loads(text)
+        return text
 
     async def events(self, filters: dict[str, list[str]]) -> AsyncIterator[dict[str, Any]]:
         """Stream engine events (one JSON object per line) until the connection ends."""
-        async with self._http().get(
-            f"/{API_VERSION}/events",
-            params={"filters": json.dumps(filters)},
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
-        ) as resp:
-            if resp.status >= 400:
-                raise DockerError(resp.status, await resp.text())
-            async for line in resp.content:
-                if line.strip():
-                    yield json.loads(line)
+        try:
+            async with self._http().get(
+                f"/{API_VERSION}/events",
+                params={"filters": json.dumps(filters)},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+            ) as resp:
+                if resp.status >= 400:
+                    raise DockerError(resp.status, await resp.text())
+                async for line in resp.content:
+                    if line.strip():
+                        yield json.loads(line)
+        except _UNREACHABLE as exc:
+            raise self._unreachable(exc) from exc
 
     async def logs_tail(self, container: str, lines: int = 20) -> str:
         """Last lines of a container's output (demultiplexed), for error reports."""
-        async with self._http().get(
-            f"/{API_VERSION}/containers/{quote(container)}/logs",
-            params={"stdout": "1", "stderr": "1", "tail": str(lines)},
-            timeout=aiohttp.ClientTimeout(total=10),
-        ) as resp:
-            raw = await resp.read()
+        try:
+            async with self._http().get(
+                f"/{API_VERSION}/containers/{quote(container)}/logs",
+                params={"stdout": "1", "stderr": "1", "tail": str(lines)},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                raw = await resp.read()
+        except _UNREACHABLE as exc:
+            raise self._unreachable(exc) from exc
         out = bytearray()
         # Without a TTY the stream is framed: 8-byte header (stream, 0, 0, 0, size32).
         while len(raw) >= 8:
