@@ -260,6 +260,37 @@ def test_log_rotation_mid_run_loses_no_line(rhub):
     assert {r.source for r in after.values()} == {"access-log"}
 
 
+def test_log_renamed_without_reopen_loses_no_line(rhub):
+    # logrotate renamed the log and created a new one; the reaper ran before postrotate's USR1
+    # reached Traefik (or it never does): Traefik keeps writing to access.json.1.
+    rhub.open("lena", "/whoami", app="whoami")
+    reap(rhub, at=time.time())
+    rotated = rhub.access_log.with_name("access.json.1")
+    os.rename(rhub.access_log, rotated)
+    rhub.access_log.touch()
+    reap(rhub, at=time.time())
+    name = f'"RouterName":"{router(rhub, "lena")}"'
+
+    def lines(path):
+        return path.read_text().count(name)
+
+    for _ in range(2):  # the run in between has already seen the new, empty access.json
+        mark, before = time.time(), lines(rotated)
+        assert rhub.get("lena", "/whoami", html=False).status == 200
+        wait_for(lambda: lines(rotated) > before, 10, "lena's request in access.json.1")  # noqa: B023
+        row = reap(rhub, at=time.time())[("lena", "whoami")]
+        assert (row.source, row.last_activity >= mark) == ("access-log", True), row
+    rhub.traefik.send_signal(signal.SIGUSR1)
+    mark = time.time()
+    wait_for(
+        lambda: rhub.get("lena", "/whoami", html=False).status == 200 and lines(rhub.access_log),
+        10,
+        "Traefik to reopen its access log",
+    )
+    row = reap(rhub, at=time.time())[("lena", "whoami")]
+    assert row.last_activity >= mark, row
+
+
 def test_reaper_and_daemon_share_the_session_lock(rhub):
     rhub.open("kim", "/whoami", app="whoami")
     (old,) = rhub.containers(user="kim")
