@@ -1,6 +1,15 @@
 """The reaper's judgement: pure functions of the collected signals and ``now``.
 
-Nothing here reads a clock, a file or Docker: tests move time by passing another ``now``.
+Nothing here reads a clock, a file or Docker: tests move time by passing another ``now``, and
+can step its wall clock and its monotonic clock separately.
+
+Two clocks (docs/reaper.md, "Clocks"). Log lines, journal entries, container labels and apps'
+reports carry wall-clock (unix) times, and the wall clock can step (an operator, a first NTP
+sync, a VM restored from a snapshot). Intervals are therefore measured on the monotonic clock
+(CLOCK_BOOTTIME): every counter rate, every session's age and idle time. A wall time is turned
+into a monotonic one once, when the reaper first sees it (``Timeline.place``), and what it has
+seen for the first time in a run happened after the previous run: its age is capped by the
+monotonic time since then, so a step can never make fresh activity look old.
 """
 
 from __future__ import annotations
@@ -15,8 +24,51 @@ KEEP, REAP = "keep", "reap"
 
 
 @dataclass(frozen=True)
+class Instant:
+    """One reading of the host's clocks."""
+
+    wall: float  # unix time (CLOCK_REALTIME): what logs and labels are stamped with; may step
+    mono: float  # seconds of CLOCK_BOOTTIME: never steps; one boot's processes all agree on it
+    boot: str  # the kernel's boot id: monotonic times of two boots are never compared
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """How one reaper run places wall-clock times on the monotonic clock."""
+
+    now: Instant
+    # Monotonic seconds since the previous run of this boot; None when there is none (a first
+    # run, a reboot, a state file from before this was kept).
+    window: float | None
+
+    def place(self, wall: float, *, new: bool) -> float:
+        """The monotonic time of something stamped ``wall`` on the wall clock.
+
+        ``new``: seen for the first time in this run (a log line after the saved position, a
+        journal entry after the saved cursor, a report that changed), so it happened after the
+        previous run whatever the wall clock says: its age is at most ``window``. A time ahead of
+        the wall clock (a backward step, another host's clock) counts as now.
+        """
+        age = max(0.0, self.now.wall - wall)
+        if new and self.window is not None:
+            age = min(age, self.window)
+        return self.now.mono - age
+
+    def wall(self, mono: float) -> float:
+        """A monotonic time of this boot, on today's wall clock (for people and for ``decide``)."""
+        return self.now.wall - (self.now.mono - mono)
+
+
+def sample_time(read: float, before: Instant, after: Instant) -> float:
+    """The monotonic time of a counter sample that a backend stamped ``read`` on the wall clock,
+    taken between the clock readings ``before`` and ``after``: where the wall clock puts it, but
+    never outside that interval (a wall-clock step during the call cannot move it)."""
+    return min(after.mono, max(before.mono, after.mono - (after.wall - read)))
+
+
+@dataclass(frozen=True)
 class Activity:
-    time: float  # unix time
+    time: float  # unix time (the reaper also uses it for a monotonic time, where it says so)
     source: str  # access-log, network, cpu, endpoint, journal, spawn
 
     def to_json(self) -> dict[str, Any]:
@@ -46,10 +98,13 @@ def latest(*items: Activity | None) -> Activity | None:
 
 @dataclass(frozen=True)
 class Counters:
-    """One sample of a container's cumulative counters, timed by the host's real clock (not the
-    reaper's ``now``: usage is a rate over real seconds)."""
+    """One sample of a container's cumulative counters.
 
-    read: float  # when the sample was taken (unix time, the host's real clock)
+    A backend stamps ``read`` with the wall clock (unix time, as Docker's stats API does); the
+    reaper re-stamps it on the monotonic clock (``sample_time``) before it computes a rate or
+    keeps the sample, so a rate is always over monotonic seconds of one boot."""
+
+    read: float  # when the sample was taken: unix time from a backend, monotonic in the reaper
     net_bytes: int  # received + sent on all of the container's interfaces
     cpu_ns: int  # CPU time used since the container started
     pid: int = 0  # the container's main process they were read through; 0: Docker's API
@@ -87,6 +142,8 @@ class Usage:
 
 
 def usage_between(before: Counters | None, after: Counters | None) -> Usage | None:
+    """What happened between two samples whose ``read`` times are on one clock: the reaper's
+    monotonic clock, of one boot."""
     if before is None or after is None:
         return None
     seconds = after.read - before.read

@@ -27,6 +27,8 @@ PATH_PREFIX_RE = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
 ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 USER_RE = re.compile(r"^(\d{1,10}):(\d{1,10})$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]{1,250}\.service$")
+ACCOUNT_RE = re.compile(r"^([a-z_][a-z0-9_-]{0,31}\$?|\d{1,10})$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VOLUME_FIELDS = {"app", "slug"}
 RESERVED_PREFIX = "/_servicehub/"
@@ -35,6 +37,7 @@ _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+DEFAULT_GRACE = 300.0
 
 
 class ConfigError(ValueError):
@@ -121,6 +124,21 @@ class TraefikConfig:
 
 
 @dataclass(frozen=True)
+class ReaperConfig:
+    """Whose journal entries the reaper believes (docs/reaper.md, "Which journal entries count").
+
+    journald itself sets ``_SYSTEMD_UNIT`` (from the sender's cgroup) and ``_UID`` (from the
+    socket's credentials); a client cannot. Only entries of ``daemon_unit`` sent by
+    ``daemon_user`` count. The unit is the one the servicehub role installs; the user defaults
+    to the account the reaper runs as, which is the daemon's on an installed hub (both units
+    run as the role's account), so the account name is defined in one place only.
+    """
+
+    daemon_unit: str = "servicehub.service"
+    daemon_user: str | None = None  # name or numeric uid; None: the reaper's own account
+
+
+@dataclass(frozen=True)
 class Config:
     hub: str
     listen_host: str
@@ -131,6 +149,7 @@ class Config:
     identity: IdentityConfig
     traefik: TraefikConfig
     apps: dict[str, AppConfig] = field(default_factory=dict)
+    reaper: ReaperConfig = field(default_factory=ReaperConfig)
     # Not from the file: secrets come from the environment only.
     proxy_secret: str | None = None
 
@@ -337,9 +356,25 @@ def _parse_app(name: str, data: Any) -> AppConfig:
     start_timeout = s.duration("start_timeout", 60)
     idle_timeout = s.duration("idle_timeout", "1h")
     max_lifetime = s.duration("max_lifetime", "1d")
-    grace = s.duration("grace", "5m", zero=True)
+    # The default never stretches a short idle_timeout; a longer one given is refused.
+    grace = s.duration("grace", min(DEFAULT_GRACE, idle_timeout), zero=True)
+    if grace > idle_timeout:
+        raise ConfigError(
+            s.key("grace"),
+            f"{_seconds(grace)} is longer than idle_timeout ({_seconds(idle_timeout)}): a session "
+            f"nobody uses would stay {_seconds(grace)}, not {_seconds(idle_timeout)}; make grace "
+            "at most idle_timeout",
+        )
     cpu_counts = s.flag("cpu_counts", True)
     cpu_threshold = _positive_float(s, "cpu_threshold", 0.1)
+    if cpu_counts and limits.cpus <= cpu_threshold:
+        # Both in cores: a container capped at limits.cpus never averages more than that.
+        raise ConfigError(
+            s.key("cpu_threshold"),
+            f"{cpu_threshold:g} cores is not below limits.cpus ({limits.cpus:g}): the container "
+            "can never use more, so its CPU would never count as activity; lower "
+            "cpu_threshold, raise limits.cpus or set cpu_counts: false",
+        )
     activity_bytes = parse_size(s.raw("activity_bytes", "8k"), s.key("activity_bytes"))
     activity_endpoint = s.text(
         "activity_endpoint",
@@ -380,6 +415,10 @@ def _parse_app(name: str, data: Any) -> AppConfig:
         allow_users=allow_users,
         allow_groups=allow_groups,
     )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 def _positive_float(section: _Section, name: str, default: float) -> float:
@@ -468,6 +507,20 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("apps", "must define at least one app")
     apps = {str(name): _parse_app(str(name), app) for name, app in apps_raw.items()}
     _check_routes_distinct(apps)
+
+    rp = top.section("reaper")
+    reaper = ReaperConfig(
+        daemon_unit=rp.text(
+            "daemon_unit",
+            ReaperConfig.daemon_unit,
+            pattern=UNIT_RE,
+            hint="a systemd service unit name, like servicehub.service",
+        ),
+        daemon_user=rp.text(
+            "daemon_user", None, pattern=ACCOUNT_RE, hint="an account name or a numeric uid"
+        ),
+    )
+    rp.finish()
     top.finish()
 
     secret = environ.get("SERVICEHUB_PROXY_SECRET") or None
@@ -485,6 +538,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         identity=identity,
         traefik=traefik,
         apps=apps,
+        reaper=reaper,
         proxy_secret=secret,
     )
 

@@ -128,12 +128,37 @@ def setup_logging(
 
 
 # --- reading ------------------------------------------------------------------------------
+# Any local account can write entries with any SERVICEHUB_* field (``logger --journald``). Only
+# fields whose names start with "_" are journald's own: it sets them from the sender's socket
+# credentials and cgroup, and drops any a client sends. So an event counts only when its
+# ``_SYSTEMD_UNIT`` is the daemon's unit and its ``_UID`` the daemon's uid: asked for in
+# journalctl's match, and checked again on every entry read back.
+TRUSTED_UNIT = "_SYSTEMD_UNIT"
+TRUSTED_UID = "_UID"
+
+
+@dataclass(frozen=True)
+class DaemonSource:
+    """Whose entries are believed: the daemon's systemd unit and the uid it runs as."""
+
+    unit: str
+    uid: int
+
+    def match(self) -> list[str]:
+        return [f"{TRUSTED_UNIT}={self.unit}", f"{TRUSTED_UID}={self.uid}"]
+
+    def wrote(self, entry: Mapping[str, Any]) -> bool:
+        return entry.get(TRUSTED_UNIT) == self.unit and entry.get(TRUSTED_UID) == str(self.uid)
+
+
 @dataclass(frozen=True)
 class JournalEvent:
     time: float  # unix time the entry was written
     event: str
     app: str
     slug: str
+    unit: str = ""  # journald's _SYSTEMD_UNIT and _UID of the entry: who wrote it
+    uid: int = -1
 
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -143,8 +168,12 @@ def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=60)
 
 
-def parse_entries(lines: str) -> tuple[list[JournalEvent], str | None]:
-    """Events from ``journalctl -o json`` output, and the cursor of the last entry."""
+def parse_entries(lines: str, source: DaemonSource) -> tuple[list[JournalEvent], str | None]:
+    """The daemon's events from ``journalctl -o json`` output, and the cursor of the last entry.
+
+    An entry that journald does not attribute to ``source`` (another unit, another uid, or no
+    unit at all) is no event, whatever its SERVICEHUB_* fields say.
+    """
     events, cursor = [], None
     for line in lines.splitlines():
         try:
@@ -155,6 +184,8 @@ def parse_entries(lines: str) -> tuple[list[JournalEvent], str | None]:
             continue
         if isinstance(entry.get("__CURSOR"), str):
             cursor = entry["__CURSOR"]
+        if not source.wrote(entry):
+            continue
         values = [entry.get(PREFIX + k) for k in ("EVENT", "APP", "SLUG")]
         stamp = entry.get("__REALTIME_TIMESTAMP")
         if not all(isinstance(v, str) for v in values) or not isinstance(stamp, str):
@@ -164,19 +195,23 @@ def parse_entries(lines: str) -> tuple[list[JournalEvent], str | None]:
         except ValueError:
             continue
         name, app, slug = (str(v) for v in values)
-        events.append(JournalEvent(time=when, event=name, app=app, slug=slug))
+        events.append(
+            JournalEvent(
+                time=when, event=name, app=app, slug=slug, unit=source.unit, uid=source.uid
+            )
+        )
     return events, cursor
 
 
 def read_events(
-    hub: str, cursor: str | None, since: float, run: Runner = _run
+    hub: str, cursor: str | None, since: float, source: DaemonSource, run: Runner = _run
 ) -> tuple[list[JournalEvent], str | None]:
-    """The hub's events after ``cursor`` (or since ``since``), and the new cursor.
+    """The daemon's events for ``hub`` after ``cursor`` (or since ``since``), and the new cursor.
 
     Without journalctl or a readable journal this returns nothing and keeps the cursor: the
     journal is an extra signal, never a reason for a reaper run to fail.
     """
-    argv = ["journalctl", "--no-pager", "-o", "json", f"{PREFIX}HUB={hub}"]
+    argv = ["journalctl", "--no-pager", "-o", "json", *source.match(), f"{PREFIX}HUB={hub}"]
     argv.append(f"--after-cursor={cursor}" if cursor else f"--since=@{int(since)}")
     try:
         done = run(argv)
@@ -188,5 +223,5 @@ def read_events(
             "journalctl exited %s: %s", done.returncode, done.stderr.strip()
         )
         return [], cursor
-    events, last = parse_entries(done.stdout)
+    events, last = parse_entries(done.stdout, source)
     return events, last or cursor

@@ -2,25 +2,34 @@
 
 A run (``servicehub reap``, started by a systemd timer every minute):
 1. read the access log since the saved position (requests per session router);
-2. read the daemon's journal events since the saved cursor (spawned, ready);
+2. read the daemon's journal events since the saved cursor (spawned, ready), only the entries
+   journald itself attributes to the daemon's unit and uid;
 3. list the hub's containers (after the log, so every logged request belongs to a listed one);
-4. sample each running container's counters (network bytes, CPU time) and ask the apps that
-   have an ``activity_endpoint``;
-5. decide each session with ``activity.decide`` (pure);
+4. sample each running container's counters (network bytes, CPU time), then ask the apps that
+   have an ``activity_endpoint``, then sample those again: the next run's difference starts
+   after the reaper's own request, so its traffic never counts as the container's;
+5. place every signal on the monotonic clock and decide each session with ``activity.decide``
+   (pure);
 6. save the state (atomically), then remove what was decided, each under the session's lock.
 
+Time comes from one injectable ``now()`` that reads both clocks (``activity.Instant``): intervals
+and idle times are monotonic, so a wall-clock step never makes an active session look idle.
 One session's failure (Docker error, app not answering) is logged and never stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
+import os
+import pwd
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import aiohttp
 
@@ -31,16 +40,19 @@ from .activity import (
     Activity,
     Counters,
     Decision,
+    Instant,
+    Timeline,
     decide,
     iso,
     latest,
     parse_report,
+    sample_time,
     usage_activity,
     usage_between,
 )
 from .backend import Backend, SessionInfo
 from .config import AppConfig, Config
-from .journal import ACTIVITY_EVENTS, JournalEvent, event, read_events
+from .journal import ACTIVITY_EVENTS, DaemonSource, JournalEvent, event, read_events
 from .locks import SessionLocks
 from .probes import poll_until, traefik_has_router
 from .reaper_state import (
@@ -57,10 +69,28 @@ log = logging.getLogger("servicehub.reaper")
 SKIP, ERROR = "skip", "error"
 PARALLEL = 32  # Docker API calls in flight at once
 ENDPOINT_TIMEOUT = 2.0
+ENDPOINT_MAX_BYTES = 64 * 1024  # an activity report is a few bytes; more is no signal
 ROUTE_TIMEOUT = 10.0  # how long a removal waits for Traefik to drop the session's router
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 T = TypeVar("T")
 
-JournalReader = Callable[[str, str | None, float], tuple[list[JournalEvent], str | None]]
+JournalReader = Callable[
+    [str, str | None, float, DaemonSource], tuple[list[JournalEvent], str | None]
+]
+
+
+@functools.cache
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:  # not Linux: a reboot then shows as the monotonic clock going back
+        return "unknown"
+
+
+def system_now() -> Instant:
+    """The host's clocks: wall (unix time) and CLOCK_BOOTTIME, which never steps, counts the
+    time the machine was suspended, and is the same for every process of one boot."""
+    return Instant(time.time(), time.clock_gettime(time.CLOCK_BOOTTIME), boot_id())
 
 
 class ReaperBusy(RuntimeError):
@@ -102,7 +132,7 @@ class Reaper:
         backend: Backend,
         routes: RouteStore,
         *,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], Instant] = system_now,
         locks: SessionLocks | None = None,
         http: aiohttp.ClientSession | None = None,
         journal: JournalReader = read_events,
@@ -137,13 +167,14 @@ class Reaper:
                 held.release()
 
     async def _run(self, dry_run: bool) -> list[Row]:
-        clock = time.perf_counter
+        clock = time.perf_counter  # durations for the summary line only
         started = clock()
         now = self.now()
         state = load_state(self.state_file)
+        timeline = Timeline(now, _window(state, now))
         seen, position = read_new_requests(self.config.traefik.access_log, state.position)
         log_read = clock() - started
-        events, cursor = self._journal(state, now)
+        source, events, cursor = self._journal(state, now)
         docker_started = clock()
         infos = await self.backend.list_sessions(detailed=False)
         ours = [i for i in infos if i.app in self.config.apps]
@@ -151,9 +182,7 @@ class Reaper:
         previous = {r.container_id: r.counters.pid for r in state.sessions.values() if r.counters}
 
         async def counters(info: SessionInfo) -> Counters | None:
-            return await self.backend.counters(
-                info.container_id, previous.get(info.container_id, 0)
-            )
+            return await self._sample(info, previous.get(info.container_id, 0))
 
         samples = await _each(running, counters)
         blind = [i.name for i in running if samples.get(i.container_id) is None]
@@ -166,35 +195,68 @@ class Reaper:
                 ", ".join(blind[:3]) + (", ..." if len(blind) > 3 else ""),
             )
         docker = clock() - docker_started
-        reports = await self._reports(running, now)
+        asked, reports = await self._reports(running, now)
+        # The next run's difference starts after the reaper's own request to the endpoint.
+        after_asking = await _each(asked, counters)
 
         rows: list[tuple[Row, SessionInfo, Decision]] = []
-        new_state = ReaperState(position=position, journal_cursor=cursor, last_run=now)
+        new_state = ReaperState(
+            position=position,
+            journal_cursor=cursor,
+            last_run=now.wall,
+            boot=now.boot,
+            last_run_mono=now.mono,
+        )
         for info in sorted(infos, key=lambda i: (i.app, i.user, i.slug)):
-            app = self.config.apps.get(info.app)
-            if app is None:
-                rows.append((_skip(info, now, "app not in the config: left alone"), info, _none))
-                continue
             key = session_key(info.app, info.slug)
             record = state.sessions.get(key)
             if record is not None and record.container_id != info.container_id:
                 record = None  # an older container of this session: its counters do not apply
+            # The record's monotonic times count only on the boot (and clock) they were read on.
+            kept = record if record is not None and timeline.window is not None else None
+            spawn = (
+                kept.spawn_mono
+                if kept is not None and kept.spawn_mono is not None
+                else timeline.place(_created(info), new=record is None)
+            )
+            app = self.config.apps.get(info.app)
+            if app is None:
+                age = now.mono - spawn
+                rows.append((_skip(info, age, "app not in the config: left alone"), info, _none))
+                new_state.sessions[key] = SessionRecord(info.container_id, None, None, None, spawn)
+                continue
             sample = samples.get(info.container_id)
+            report = reports.get(info.container_id)
             signals = [
-                record.last if record else None,
-                _logged(seen, self.config.hub, info),
-                _journaled(events, info),
-                reports.get(info.container_id),
+                _remembered(record, kept, timeline),
+                _placed(_logged(seen, self.config.hub, info), timeline, state.position is not None),
+                _placed(
+                    _journaled(events, info, source), timeline, state.journal_cursor is not None
+                ),
+                _reported(report, record, kept, timeline),
                 usage_activity(
-                    app, usage_between(record.counters if record else None, sample), now
+                    app, usage_between(kept.counters if kept else None, sample), now.mono
                 ),
             ]
-            found = latest(*[s for s in signals if s is not None and s.time >= _created(info)])
-            decision = decide(app, _created(info), info.running, found, now)
+            # All monotonic; activity before the spawn was an older container's.
+            found = latest(*[s for s in signals if s is not None and s.time >= spawn])
+            decision = decide(app, spawn, info.running, found, now.mono)
+            # For people (the table, the journal, ``servicehub sessions``): today's wall clock.
+            shown = _on_wall_clock(found, timeline)
+            decision = replace(decision, last=_on_wall_clock(decision.last, timeline))
+            if info.container_id in after_asking:
+                # Sampled after the reaper's request; if that failed, no baseline (one run
+                # without a rate) rather than one that would count the request.
+                baseline = after_asking[info.container_id]
+            else:
+                baseline = sample or (kept.counters if kept else None)
             new_state.sessions[key] = SessionRecord(
                 container_id=info.container_id,
-                last=found,
-                counters=sample or (record.counters if record else None),
+                last=shown,
+                counters=baseline,
+                last_mono=found.time if found else None,
+                spawn_mono=spawn,
+                report=report.time if report else (record.report if record else None),
             )
             rows.append((_row(info, decision), info, decision))
 
@@ -223,25 +285,54 @@ class Reaper:
         return [row for row, _, _ in rows]
 
     # --- collectors ---------------------------------------------------------------------
-    def _journal(self, state: ReaperState, now: float) -> tuple[list[JournalEvent], str | None]:
-        longest = max(a.idle_timeout for a in self.config.apps.values())
-        since = state.last_run if state.last_run is not None else now - longest
+    def daemon_source(self) -> DaemonSource | None:
+        """The daemon's unit and uid, the only writer whose journal events count."""
+        user = self.config.reaper.daemon_user
+        if user is None:  # both units run as the same account on an installed hub
+            return DaemonSource(self.config.reaper.daemon_unit, os.getuid())
+        if user.isdigit():
+            return DaemonSource(self.config.reaper.daemon_unit, int(user))
         try:
-            return self.journal(self.config.hub, state.journal_cursor, since)
+            return DaemonSource(self.config.reaper.daemon_unit, pwd.getpwnam(user).pw_uid)
+        except KeyError:
+            log.warning("reaper.daemon_user %r: no such account; journal events not read", user)
+            return None
+
+    def _journal(
+        self, state: ReaperState, now: Instant
+    ) -> tuple[DaemonSource | None, list[JournalEvent], str | None]:
+        source = self.daemon_source()
+        if source is None:
+            return None, [], state.journal_cursor
+        longest = max(a.idle_timeout for a in self.config.apps.values())
+        since = state.last_run if state.last_run is not None else now.wall - longest
+        try:
+            return source, *self.journal(self.config.hub, state.journal_cursor, since, source)
         except Exception:
             log.exception("reading the journal failed; going on without it")
-            return [], state.journal_cursor
+            return source, [], state.journal_cursor
 
-    async def _reports(self, running: list[SessionInfo], now: float) -> dict[str, Activity | None]:
+    async def _sample(self, info: SessionInfo, pid: int) -> Counters | None:
+        """The container's counters, their time re-stamped on the monotonic clock."""
+        before = self.now()
+        found = await self.backend.counters(info.container_id, pid)
+        after = self.now()
+        if found is None:
+            return None
+        return replace(found, read=sample_time(found.read, before, after))
+
+    async def _reports(
+        self, running: list[SessionInfo], now: Instant
+    ) -> tuple[list[SessionInfo], dict[str, Activity | None]]:
         asking = [i for i in running if self.config.apps[i.app].activity_endpoint and i.address]
         if not asking:
-            return {}
+            return [], {}
         http = await self._http()
 
         async def ask(info: SessionInfo) -> Activity | None:
-            return await ask_endpoint(http, self.config.apps[info.app], info, now)
+            return await ask_endpoint(http, self.config.apps[info.app], info, now.wall)
 
-        return await _each(asking, ask)
+        return asking, await _each(asking, ask)
 
     # --- removal ------------------------------------------------------------------------
     async def _reap(
@@ -267,10 +358,11 @@ class Reaper:
         self, row: Row, info: SessionInfo, decision: Decision, position: LogPosition | None
     ) -> None:
         if decision.kind == "idle":
-            # Last look: a request logged while this run was deciding keeps the session.
+            # Last look: a request logged while this run was deciding keeps the session. Every
+            # line after this run's position is such a request, whatever its wall-clock time.
             late, _ = read_new_requests(self.config.traefik.access_log, position)
             when = late.get(_router(self.config.hub, info))
-            if when is not None and when > decision.last.time:
+            if when is not None and (position is not None or when > decision.last.time):
                 row.decision, row.reason = KEEP, "a request arrived during this run"
                 row.last_activity, row.source, row.idle_for = when, "access-log", 0.0
                 return
@@ -340,16 +432,30 @@ class Reaper:
 async def ask_endpoint(
     http: aiohttp.ClientSession, app: AppConfig, info: SessionInfo, now: float
 ) -> Activity | None:
-    """GET the app's own activity report; anything but a usable answer is no signal."""
+    """GET the app's own activity report; anything but a usable answer is no signal. The body is
+    read up to ENDPOINT_MAX_BYTES: a bigger one is no signal either (and a warning)."""
     url = f"http://{info.address}:{app.port}{app.activity_endpoint}"
     try:
         async with http.get(
-            url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=ENDPOINT_TIMEOUT)
+            url,
+            allow_redirects=False,
+            # Closed when answered, so its teardown too is over before the second sample.
+            headers={"Accept-Encoding": "identity", "Connection": "close"},
+            timeout=aiohttp.ClientTimeout(total=ENDPOINT_TIMEOUT),
         ) as resp:
             if resp.status != 200:
                 log.warning("activity endpoint of %s answered %s", info.name, resp.status)
                 return None
-            data = await resp.json(content_type=None)
+            body = await _read_at_most(resp, ENDPOINT_MAX_BYTES)
+            if body is None:
+                resp.close()  # the rest is never read: the connection goes
+                log.warning(
+                    "activity endpoint of %s answered more than %d bytes: ignored",
+                    info.name,
+                    ENDPOINT_MAX_BYTES,
+                )
+                return None
+        data = json.loads(body)
     except (OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
         log.warning("activity endpoint of %s failed: %s", info.name, exc or type(exc).__name__)
         return None
@@ -357,6 +463,18 @@ async def ask_endpoint(
     if report is None:
         log.warning("activity endpoint of %s gave no usable last_activity", info.name)
     return report
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to be longer than ``limit`` bytes."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 async def _each(
@@ -390,13 +508,73 @@ def _logged(seen: dict[str, float], hub: str, info: SessionInfo) -> Activity | N
     return Activity(when, "access-log") if when is not None else None
 
 
-def _journaled(events: list[JournalEvent], info: SessionInfo) -> Activity | None:
+def _journaled(
+    events: list[JournalEvent], info: SessionInfo, source: DaemonSource | None
+) -> Activity | None:
+    """The session's latest spawned/ready event, counted only if journald attributes it to the
+    daemon (its unit and uid): anyone can write the SERVICEHUB_* fields, nobody those two."""
+    if source is None:
+        return None
     times = [
         e.time
         for e in events
-        if e.event in ACTIVITY_EVENTS and (e.app, e.slug) == (info.app, info.slug)
+        if e.event in ACTIVITY_EVENTS
+        and (e.app, e.slug) == (info.app, info.slug)
+        and (e.unit, e.uid) == (source.unit, source.uid)
     ]
     return Activity(max(times), "journal") if times else None
+
+
+def _window(state: ReaperState, now: Instant) -> float | None:
+    """Monotonic seconds since the previous run, if it ran on this boot (and its clock)."""
+    if state.boot != now.boot or state.last_run_mono is None or state.last_run_mono > now.mono:
+        return None
+    return now.mono - state.last_run_mono
+
+
+def _placed(found: Activity | None, timeline: Timeline, new: bool) -> Activity | None:
+    """A wall-clock signal on the monotonic clock (see ``Timeline.place``)."""
+    if found is None:
+        return None
+    return Activity(timeline.place(found.time, new=new), found.source)
+
+
+def _remembered(
+    record: SessionRecord | None, kept: SessionRecord | None, timeline: Timeline
+) -> Activity | None:
+    """The last activity of earlier runs: its monotonic time when it is of this boot, else
+    its wall-clock time (a reboot, a state from before monotonic times were kept)."""
+    if kept is not None and kept.last is not None and kept.last_mono is not None:
+        return Activity(kept.last_mono, kept.last.source)
+    if record is not None and record.last is not None:
+        return Activity(timeline.place(record.last.time, new=False), record.last.source)
+    return None
+
+
+def _reported(
+    report: Activity | None,
+    record: SessionRecord | None,
+    kept: SessionRecord | None,
+    timeline: Timeline,
+) -> Activity | None:
+    """The app's report. The same report as the previous run's is no news: its time is already
+    in the record. A report is known to be from after the previous run when the container is
+    new since then or the report changed."""
+    if report is None:
+        return None
+    previous = record.report if record is not None else None
+    if kept is not None and previous == report.time:
+        return None
+    new = record is None or (previous is not None and previous != report.time)
+    return Activity(timeline.place(report.time, new=new), report.source)
+
+
+@overload
+def _on_wall_clock(found: Activity, timeline: Timeline) -> Activity: ...
+@overload
+def _on_wall_clock(found: None, timeline: Timeline) -> None: ...
+def _on_wall_clock(found: Activity | None, timeline: Timeline) -> Activity | None:
+    return Activity(timeline.wall(found.time), found.source) if found is not None else None
 
 
 def _row(info: SessionInfo, decision: Decision) -> Row:
@@ -418,11 +596,7 @@ def _row(info: SessionInfo, decision: Decision) -> Row:
 _none = Decision(action=SKIP, kind="skip", reason="", last=Activity(0, "none"), idle_for=0, age=0)
 
 
-def _skip(info: SessionInfo, now: float, reason: str) -> Row:
+def _skip(info: SessionInfo, age: float, reason: str) -> Row:
     return replace(
-        _row(info, _none),
-        last_activity=None,
-        source="-",
-        age=max(0.0, now - _created(info)),
-        reason=reason,
+        _row(info, _none), last_activity=None, source="-", age=max(0.0, age), reason=reason
     )

@@ -28,15 +28,25 @@ def session_key(app: str, slug: str) -> str:
 
 @dataclass(frozen=True)
 class SessionRecord:
+    """One container as the last run left it. The monotonic times (``*_mono``, the counters'
+    ``read``) are seconds of CLOCK_BOOTTIME of the state's ``boot``; ``last`` is the same
+    activity on that run's wall clock, for people (``servicehub sessions``)."""
+
     container_id: str
     last: Activity | None  # latest activity seen (not counting the spawn itself)
     counters: Counters | None  # the previous sample, for the next run's difference
+    last_mono: float | None = None  # when ``last`` happened, on the monotonic clock
+    spawn_mono: float | None = None  # when the container was created, on the monotonic clock
+    report: float | None = None  # the app's last activity report as given, to tell a new one
 
     def to_json(self) -> dict[str, Any]:
         return {
             "container_id": self.container_id,
             "last_activity": self.last.to_json() if self.last else None,
             "counters": self.counters.to_json() if self.counters else None,
+            "last_mono": self.last_mono,
+            "spawn_mono": self.spawn_mono,
+            "report": self.report,
         }
 
     @classmethod
@@ -47,15 +57,28 @@ class SessionRecord:
             container_id=data["container_id"],
             last=Activity.from_json(data.get("last_activity")),
             counters=Counters.from_json(data.get("counters")),
+            last_mono=_number(data.get("last_mono")),
+            spawn_mono=_number(data.get("spawn_mono")),
+            report=_number(data.get("report")),
         )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 @dataclass
 class ReaperState:
     position: LogPosition | None = None  # next unread byte of the access log
     journal_cursor: str | None = None
-    last_run: float | None = None
+    last_run: float | None = None  # the last run's wall-clock time (unix)
     sessions: dict[str, SessionRecord] = field(default_factory=dict)
+    # The last run on the monotonic clock, and the boot it belongs to: every monotonic time in
+    # this state is of that boot; after a reboot none of them is used.
+    boot: str | None = None
+    last_run_mono: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +86,8 @@ class ReaperState:
             "access_log": self.position.to_json() if self.position else None,
             "journal_cursor": self.journal_cursor,
             "last_run": self.last_run,
+            "boot": self.boot,
+            "last_run_mono": self.last_run_mono,
             "sessions": {k: v.to_json() for k, v in sorted(self.sessions.items())},
         }
 
@@ -77,11 +102,14 @@ class ReaperState:
             if record is not None:
                 sessions[str(key)] = record
         cursor, last_run = data.get("journal_cursor"), data.get("last_run")
+        boot = data.get("boot")
         return cls(
             position=LogPosition.from_json(data.get("access_log")),
             journal_cursor=cursor if isinstance(cursor, str) else None,
             last_run=float(last_run) if isinstance(last_run, (int, float)) else None,
             sessions=sessions,
+            boot=boot if isinstance(boot, str) else None,
+            last_run_mono=_number(data.get("last_run_mono")),
         )
 
 

@@ -84,16 +84,98 @@ def test_events_reach_journald_with_their_fields_and_read_back(journald):
     assert entry["SERVICEHUB_USER"] == "josé\nx" and entry["SERVICEHUB_SLUG"] == "jose-abc"
     assert entry["PRIORITY"] == "6" and entry["SYSLOG_IDENTIFIER"] == "servicehub"
 
-    first = python(
+    # Written by a process outside any unit (root, here): journald gives it no _SYSTEMD_UNIT,
+    # so it is nobody's the reaper believes.
+    read = python(
         journald,
         """
         import sys
         sys.path.insert(0, "/tmp")
         import journal
-        events, cursor = journal.read_events("h1", None, 0)
-        print(repr([(e.event, e.app, e.slug) for e in events]))
-        again, same = journal.read_events("h1", cursor, 0)
-        print(repr((again, same == cursor)))
+        events, cursor = journal.read_events("h1", None, 0, journal.DaemonSource("x.service", 0))
+        print(repr((events, cursor)))
         """,
     )
-    assert first.splitlines() == ["[('spawned', 'whoami', 'jose-abc')]", "([], True)"]
+    assert read.strip() == "([], None)"
+
+
+@pytest.fixture
+def systemd(docker_engine):
+    """systemd as PID 1 (so journald attributes entries to units), an account for the daemon."""
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode:
+        pytest.fail(f"{IMAGE} missing: run scripts/build-test-images.sh")
+    flags = ["--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+    flags += ["--tmpfs", "/run", "--tmpfs", "/run/lock", "--cap-add", "SYS_ADMIN"]
+    flags += ["--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined"]
+    name = subprocess.run(
+        ["docker", "run", "-d", "--rm", *flags, IMAGE, "/lib/systemd/systemd"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["docker", "exec", name, "systemctl", "is-system-running"],
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+                in ("running", "degraded")
+            ),
+            60,
+            "systemd to boot",
+        )
+        subprocess.run(["docker", "exec", name, "useradd", "--system", "servicehub"], check=True)
+        subprocess.run(["docker", "cp", str(JOURNAL_PY), f"{name}:/opt/journal.py"], check=True)
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_only_the_daemons_unit_and_account_are_believed(systemd):
+    """Issue 9.2: `logger --journald` from another account (or another unit of the daemon's
+    account) writes the same SERVICEHUB_* fields as the daemon; journald's own _SYSTEMD_UNIT
+    and _UID tell them apart, and only the daemon's entries are events."""
+
+    def sh(script):
+        done = subprocess.run(
+            ["docker", "exec", systemd, "sh", "-c", script], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    fields = "SERVICEHUB_EVENT=ready\nSERVICEHUB_HUB=h1\nSERVICEHUB_APP=a\n"
+    # Forgers set journald's fields too: journald drops every client field that starts with _.
+    forged = fields + "_SYSTEMD_UNIT=servicehub.service\n_UID=$(id -u servicehub)\n"
+    sh(
+        f'printf "MESSAGE=forged\nSERVICEHUB_SLUG=by-nobody\n{forged}" > /tmp/nobody\n'
+        f'printf "MESSAGE=forged\nSERVICEHUB_SLUG=other-unit\n{forged}" > /tmp/other\n'
+        "chmod 644 /tmp/nobody /tmp/other\n"
+        "runuser -u nobody -- logger --journald=/tmp/nobody\n"
+        "systemd-run --quiet --wait --unit=other -p PrivateTmp=no --uid=servicehub "
+        "logger --journald=/tmp/other\n"
+    )
+    # The daemon: journal.py's own handler, run as the servicehub.service unit.
+    sh(
+        "systemd-run --quiet --wait --unit=servicehub -p PrivateTmp=no --uid=servicehub "
+        'python3 -c \'import logging, sys; sys.path.insert(0, "/opt"); import journal; '
+        'log = logging.getLogger("d"); log.addHandler(journal.JournalHandler()); '
+        'log.warning("ready", extra=journal.event("ready", hub="h1", app="a", slug="daemon"))\''
+    )
+    wait_for(lambda: sh("journalctl -o cat SERVICEHUB_HUB=h1").count("\n") >= 3, 10, "3 entries")
+    out = sh(
+        'python3 -c \'import pwd, sys; sys.path.insert(0, "/opt"); import journal; '
+        'uid = pwd.getpwnam("servicehub").pw_uid; '
+        'source = journal.DaemonSource("servicehub.service", uid); '
+        'events, _ = journal.read_events("h1", None, 0, source); '
+        "print(sorted(e.slug for e in events))'"
+    )
+    assert out.strip() == "['daemon']"
+    # Control: all three are in the journal, with the SERVICEHUB_* fields the reaper reads.
+    slugs = sh("journalctl -o json SERVICEHUB_HUB=h1 SERVICEHUB_EVENT=ready")
+    assert {json.loads(line)["SERVICEHUB_SLUG"] for line in slugs.splitlines()} == {
+        "by-nobody",
+        "other-unit",
+        "daemon",
+    }

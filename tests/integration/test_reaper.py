@@ -1,5 +1,7 @@
 """The idle reaper against real parts: Docker containers, the Traefik binary and its access log,
-the daemon. Where the real wait would be an hour, the reaper's clock (``now``) is moved instead.
+the daemon. Where the real wait would be an hour, the reaper's clock (``now``) is moved instead:
+both its wall clock and its monotonic clock, by the same amount (``reap(at=...)``), so the
+reaper sees an hour pass, counter rates included.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime
 import pytest
 
 from servicehub import backend as backend_module
+from servicehub.activity import Instant
 from servicehub.backend import DockerBackend
 from servicehub.config import load_config
 from servicehub.locks import SessionLocks
@@ -60,14 +63,17 @@ def rhub(hub_factory):
 
 
 def reap(hub: Hub, at: float, *, dry_run=False, backend_class=DockerBackend, journal=None):
-    """One reaper run in this process, its clock set to ``at``. Rows by (user, app)."""
+    """One reaper run in this process, its clock set to ``at``: the wall clock, and the
+    monotonic clock as if it had run alongside. Rows by (user, app)."""
 
     async def run() -> list[Row]:
         config = load_config(hub.config_path, hub.env())
         backend = backend_class(config)
         extra = {"journal": journal} if journal else {}
         try:
-            reaper = Reaper(config, backend, RouteStore(config), now=lambda: at, **extra)
+            reaper = Reaper(
+                config, backend, RouteStore(config), now=lambda: Instant(at, at, "test"), **extra
+            )
             return await reaper.run(dry_run=dry_run)
         finally:
             await backend.close()
@@ -139,11 +145,12 @@ def test_a_websocket_that_keeps_exchanging_messages_keeps_its_session(rhub, sour
     ws = WebSocket(rhub.web_port, "/ws", rhub.identity_headers("carol"))
     try:
         assert ws.echo(b"hello") == b"hello"
-        start = time.time()
-        reap(rhub, at=start)  # the first sample of the container's counters
-        for i in range(40):  # 40 KiB each way: well above activity_bytes (8 KiB)
+        # The first sample of the container's counters, 59 minutes after its last request.
+        start = time.time() + 59 * 60
+        reap(rhub, at=start)
+        for i in range(40):  # 40 KiB each way in the next two minutes: above 8 KiB a minute
             assert ws.echo(bytes([i]) * 1024) == bytes([i]) * 1024
-        later = start + 2 * HOUR  # no request in the access log since `start`
+        later = start + 120  # an hour and a minute without a request in the access log
         kept = reap(rhub, at=later)[("carol", "whoami")]
         assert (kept.decision, kept.source, kept.last_activity) == ("keep", "network", later)
         (record,) = json.loads((rhub.state_dir / "reaper.json").read_text())["sessions"].values()
@@ -177,8 +184,9 @@ def test_a_cpu_busy_container_is_kept_when_cpu_counts_and_reaped_when_not(rhub):
         rhub.open("erin", prefix, app=app)
         burn = rhub.get("erin", f"{prefix}burn?seconds=120", html=False, method="POST")
         assert burn.status == 202, burn.text
-    after_requests = time.time()
-    reap(rhub, at=after_requests)  # first samples of both containers
+    # First samples of both containers, almost an hour after the requests.
+    first_run = time.time() + HOUR - 30
+    reap(rhub, at=first_run)
     sessions = json.loads((rhub.state_dir / "reaper.json").read_text())["sessions"]
     first = {key: record["counters"]["cpu_ns"] for key, record in sessions.items()}
     # Until Docker's counters show CPU time spent since that sample (no traffic meanwhile).
@@ -195,13 +203,15 @@ def test_a_cpu_busy_container_is_kept_when_cpu_counts_and_reaped_when_not(rhub):
         finally:
             await backend.close()
 
+    # The next run 35 s later (an hour and 5 s after the requests): 6 s of CPU time (12 s at
+    # the 0.5 core cap) average 0.17 cores over those 35 s, above cpu_threshold (0.1).
     wait_for(
-        lambda: all(v > first[k] + 200_000_000 for k, v in asyncio.run(cpu_now()).items()),
-        30,
+        lambda: all(v > first[k] + 6_000_000_000 for k, v in asyncio.run(cpu_now()).items()),
+        40,
         "both containers to burn CPU",
-        interval=0.2,
+        interval=0.5,
     )
-    rows = reap(rhub, at=after_requests + HOUR + 60)
+    rows = reap(rhub, at=first_run + 35)
     assert (rows[("erin", "whoami")].decision, rows[("erin", "whoami")].source) == ("keep", "cpu")
     assert rows[("erin", "nocpu")].decision == "reap"
     assert [c["Config"]["Labels"]["servicehub.app"] for c in rhub.containers()] == ["whoami"]
@@ -239,7 +249,7 @@ def test_log_rotation_mid_run_loses_no_line(rhub):
     reap(rhub, at=time.time())
     marks = {}
 
-    def rotate_during_the_run(hub_name, cursor, since):
+    def rotate_during_the_run(hub_name, cursor, since, source):
         # Called by the run after it has read the access log: a request lands in the old file,
         # logrotate renames it, Traefik reopens (USR1), the next request lands in the new file.
         marks["hank"] = time.time()

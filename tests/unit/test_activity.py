@@ -5,10 +5,13 @@ import pytest
 from servicehub.activity import (
     Activity,
     Counters,
+    Instant,
+    Timeline,
     decide,
     human,
     latest,
     parse_report,
+    sample_time,
     usage_activity,
     usage_between,
 )
@@ -50,8 +53,9 @@ def test_activity_before_the_spawn_belongs_to_an_older_container():
     assert d.last.source == "spawn"
 
 
-def test_grace_protects_a_fresh_session_even_with_a_short_idle_timeout():
-    a = app(idle_timeout="1m", grace="10m")
+def test_grace_keeps_a_fresh_session_until_it_ends():
+    # grace is at most idle_timeout (config.py refuses more): it never stretches the timeout.
+    a = app(idle_timeout="10m", grace="10m")
     d = decide(a, T0, True, None, now=T0 + 9 * MIN)
     assert (d.action, d.kind) == ("keep", "grace")
     assert decide(a, T0, True, None, now=T0 + 10 * MIN).reap
@@ -141,3 +145,22 @@ def test_activity_endpoint_reports(body, expected):
 
 def test_human_durations():
     assert [human(s) for s in (0, 42, 187, 7500, 90000)] == ["0s", "42s", "3m07s", "2h05m", "1d01h"]
+
+
+def test_new_activity_is_placed_within_the_time_since_the_previous_run():
+    now = Instant(wall=T0 + HOUR, mono=500.0, boot="b")
+    line = Timeline(now, window=60.0)
+    # Stamped before a forward step of the wall clock: still within the last minute.
+    assert line.place(T0 + 30, new=True) == 440.0
+    assert line.place(T0 + HOUR - 10, new=True) == 490.0  # within the window: as stamped
+    assert line.place(T0 + 30, new=False) == 500.0 - (HOUR - 30)  # not known to be new
+    assert line.place(T0 + 2 * HOUR, new=True) == 500.0  # ahead of the clock: now
+    assert Timeline(now, window=None).place(T0 + 30, new=True) == 500.0 - (HOUR - 30)
+    assert line.wall(440.0) == T0 + HOUR - 60
+
+
+def test_a_counter_sample_is_timed_within_its_call():
+    before, after = Instant(T0, 100.0, "b"), Instant(T0 + 2, 102.0, "b")
+    assert sample_time(T0 + 1.5, before, after) == 101.5
+    assert sample_time(T0 - HOUR, before, after) == 100.0  # the wall clock stepped meanwhile
+    assert sample_time(T0 + HOUR, before, after) == 102.0

@@ -99,6 +99,13 @@ def test_durations_and_sizes_parse():
         ({**MINIMAL, "listen": {"host": "example.org"}}, "listen.host"),
         ({**MINIMAL, "traefik": {"api_url": "http://10.0.0.1:8080"}}, "traefik.api_url"),
         ({**MINIMAL, "colour": "blue"}, "colour"),
+        (app(idle_timeout="2m", grace="5m"), "apps.whoami.grace"),
+        (app(limits={"cpus": 0.05}, cpu_threshold=0.1), "apps.whoami.cpu_threshold"),
+        (app(limits={"cpus": 0.1}), "apps.whoami.cpu_threshold"),  # the default threshold
+        ({**MINIMAL, "reaper": {"daemon_unit": "servicehub"}}, "reaper.daemon_unit"),
+        ({**MINIMAL, "reaper": {"daemon_unit": "a b.service"}}, "reaper.daemon_unit"),
+        ({**MINIMAL, "reaper": {"daemon_user": "Bad User"}}, "reaper.daemon_user"),
+        ({**MINIMAL, "reaper": {"daemon_uid": 5}}, "reaper.daemon_uid"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(data, key):
@@ -146,3 +153,33 @@ def test_volume_name_uses_only_safe_fields():
 def test_the_documented_example_config_is_valid():
     config = load_config(Path(__file__).parents[2] / "examples" / "servicehub.yml")
     assert set(config.apps) == {"whoami"}
+
+
+def test_grace_never_stretches_idle_timeout():
+    # The default grace (5m) follows a shorter idle_timeout instead of stretching it.
+    assert parse_config(app(idle_timeout="2m")).apps["whoami"].grace == 120
+    assert parse_config(app(idle_timeout="2m", grace="2m")).apps["whoami"].grace == 120
+    assert parse_config(app(idle_timeout="1h")).apps["whoami"].grace == 300
+    with pytest.raises(ConfigError) as err:
+        parse_config(app(idle_timeout="2m", grace="5m"))
+    assert str(err.value).startswith("apps.whoami.grace: 300s is longer than idle_timeout (120s)")
+
+
+def test_cpu_threshold_must_be_reachable_under_the_cpu_limit():
+    # Both are cores: a container capped at 0.25 cores never averages more than 0.25.
+    with pytest.raises(ConfigError) as err:
+        parse_config(app(limits={"cpus": 0.25}, cpu_threshold=0.5))
+    assert "not below limits.cpus (0.25)" in str(err.value)
+    assert parse_config(app(limits={"cpus": 0.25}, cpu_threshold=0.2)).apps["whoami"]
+    # Where CPU does not count, the threshold is never used: any cap is fine.
+    assert parse_config(app(limits={"cpus": 0.05}, cpu_counts=False)).apps["whoami"]
+
+
+def test_reaper_trusts_the_daemons_unit_and_account():
+    default = parse_config(MINIMAL).reaper
+    assert (default.daemon_unit, default.daemon_user) == ("servicehub.service", None)
+    named = parse_config(
+        {**MINIMAL, "reaper": {"daemon_unit": "hub@1.service", "daemon_user": "hub"}}
+    ).reaper
+    assert (named.daemon_unit, named.daemon_user) == ("hub@1.service", "hub")
+    assert parse_config({**MINIMAL, "reaper": {"daemon_user": "998"}}).reaper.daemon_user == "998"

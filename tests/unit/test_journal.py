@@ -6,7 +6,10 @@ import socket
 import struct
 import subprocess
 
+import pytest
+
 from servicehub.journal import (
+    DaemonSource,
     JournalHandler,
     encode,
     event,
@@ -80,47 +83,99 @@ def test_without_journald_logging_goes_to_stderr(tmp_path):
     assert isinstance(handler, logging.StreamHandler)
 
 
+DAEMON = DaemonSource(unit="servicehub.service", uid=998)
+# journald's own fields on the daemon's entries: a client cannot set them (it drops any field
+# whose name starts with "_" that a client sends).
+TRUSTED = {"_SYSTEMD_UNIT": "servicehub.service", "_UID": "998"}
+
+
 def entry(cursor, when, **fields):
     return json.dumps({"__CURSOR": cursor, "__REALTIME_TIMESTAMP": str(int(when * 1e6)), **fields})
+
+
+def ready(cursor, when, **trusted):
+    return entry(
+        cursor,
+        when,
+        SERVICEHUB_EVENT="ready",
+        SERVICEHUB_APP="a",
+        SERVICEHUB_SLUG="s",
+        SERVICEHUB_HUB="hub1",
+        **trusted,
+    )
 
 
 def test_parse_entries_reads_events_and_the_last_cursor():
     out = "\n".join(
         [
-            entry("c1", 100.5, SERVICEHUB_EVENT="spawned", SERVICEHUB_APP="a", SERVICEHUB_SLUG="s"),
-            entry("c2", 101, MESSAGE="not ours"),
+            entry(
+                "c1",
+                100.5,
+                SERVICEHUB_EVENT="spawned",
+                SERVICEHUB_APP="a",
+                SERVICEHUB_SLUG="s",
+                **TRUSTED,
+            ),
+            entry("c2", 101, MESSAGE="not ours", **TRUSTED),
             entry("c3", 102, SERVICEHUB_EVENT=[1, 2], SERVICEHUB_APP="a", SERVICEHUB_SLUG="s"),
             "garbage",
         ]
     )
-    events, cursor = parse_entries(out)
+    events, cursor = parse_entries(out, DAEMON)
     assert [(e.time, e.event, e.app, e.slug) for e in events] == [(100.5, "spawned", "a", "s")]
+    assert (events[0].unit, events[0].uid) == ("servicehub.service", 998)
     assert cursor == "c3"
 
 
-def test_read_events_asks_after_the_cursor_and_survives_a_missing_journal():
+@pytest.mark.parametrize(
+    "trusted",
+    [
+        {},  # `logger --journald` outside any service: no unit
+        {"_UID": "998"},  # the daemon's uid, but not its unit (a shell of that account)
+        {"_SYSTEMD_UNIT": "servicehub.service"},  # no uid at all
+        {"_SYSTEMD_UNIT": "servicehub.service", "_UID": "65534"},  # nobody, in the unit's cgroup
+        {"_SYSTEMD_UNIT": "servicehub.service", "_UID": "0"},  # root (an ExecStartPre=+, say)
+        {"_SYSTEMD_UNIT": "user@1000.service", "_UID": "998"},
+        {"_SYSTEMD_UNIT": "servicehub.service.evil", "_UID": "998"},
+        {"_SYSTEMD_UNIT": "servicehub.service", "_UID": 998},  # journalctl writes strings
+        # What a forger would write: journald drops these, so they never look like this.
+        {"SYSTEMD_UNIT": "servicehub.service", "UID": "998"},
+    ],
+    ids=lambda fields: ",".join(f"{k}={v}" for k, v in fields.items()) or "none",
+)
+def test_forged_entries_are_no_events(trusted):
+    forged = ready("c1", 100, **trusted)
+    assert parse_entries(forged, DAEMON) == ([], "c1")  # the cursor still moves past them
+    assert len(parse_entries(ready("c2", 100, **TRUSTED), DAEMON)[0]) == 1  # control
+
+
+def test_read_events_asks_journald_for_the_daemons_unit_and_uid():
     calls = []
 
     def run(argv):
         calls.append(argv)
-        out = entry("c9", 5, SERVICEHUB_EVENT="ready", SERVICEHUB_APP="a", SERVICEHUB_SLUG="s")
-        return subprocess.CompletedProcess(argv, 0, out + "\n", "")
+        # Even if journalctl returned more than the match (it does not), the parser checks.
+        out = [ready("c8", 5, _UID="65534"), ready("c9", 5, **TRUSTED)]
+        return subprocess.CompletedProcess(argv, 0, "\n".join(out) + "\n", "")
 
-    events, cursor = read_events("hub1", "c1", 0, run=run)
-    assert cursor == "c9" and events[0].event == "ready"
-    assert "SERVICEHUB_HUB=hub1" in calls[0] and "--after-cursor=c1" in calls[0]
-    read_events("hub1", None, 1234.9, run=run)
+    events, cursor = read_events("hub1", "c1", 0, DAEMON, run=run)
+    assert cursor == "c9" and [e.event for e in events] == ["ready"]
+    assert {"_SYSTEMD_UNIT=servicehub.service", "_UID=998", "SERVICEHUB_HUB=hub1"} <= set(calls[0])
+    assert "--after-cursor=c1" in calls[0]
+    read_events("hub1", None, 1234.9, DAEMON, run=run)
     assert "--since=@1234" in calls[1]
 
+
+def test_read_events_survives_a_missing_journal():
     def missing(argv):
         raise FileNotFoundError("journalctl")
 
-    assert read_events("hub1", "c1", 0, run=missing) == ([], "c1")
+    assert read_events("hub1", "c1", 0, DAEMON, run=missing) == ([], "c1")
 
     def failing(argv):
         return subprocess.CompletedProcess(argv, 1, "", "No journal files were opened")
 
-    assert read_events("hub1", "c1", 0, run=failing) == ([], "c1")
+    assert read_events("hub1", "c1", 0, DAEMON, run=failing) == ([], "c1")
 
 
 def test_journal_stream_must_be_this_processes_stderr(tmp_path, monkeypatch):

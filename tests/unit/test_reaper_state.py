@@ -12,9 +12,18 @@ def test_state_round_trips_and_is_replaced_atomically(tmp_path):
         journal_cursor="s=abc",
         last_run=1.5,
         sessions={
-            "whoami/alice-x": SessionRecord("c1", Activity(10.0, "cpu"), Counters(9.5, 100, 200)),
+            "whoami/alice-x": SessionRecord(
+                "c1",
+                Activity(10.0, "cpu"),
+                Counters(9.5, 100, 200),
+                last_mono=4.0,
+                spawn_mono=1.0,
+                report=8.0,
+            ),
             "whoami/bob-y": SessionRecord("c2", None, None),
         },
+        boot="b1",
+        last_run_mono=4.5,
     )
     save_state(path, state)
     assert load_state(path) == state
@@ -33,3 +42,14 @@ def test_missing_or_broken_state_starts_over(tmp_path):
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({"version": 1, "sessions": {"a/b": {"container_id": 5}}}))
     assert load_state(odd).sessions == {}
+
+
+def test_a_state_from_before_monotonic_times_loads_without_them(tmp_path):
+    path = tmp_path / "reaper.json"
+    record = {"container_id": "c", "last_activity": {"time": 5.0, "source": "cpu"}}
+    path.write_text(json.dumps({"version": 1, "last_run": 9.0, "sessions": {"a/b": record}}))
+    state = load_state(path)
+    assert (state.boot, state.last_run_mono, state.last_run) == (None, None, 9.0)
+    (loaded,) = state.sessions.values()
+    assert loaded.last == Activity(5.0, "cpu")
+    assert (loaded.last_mono, loaded.spawn_mono, loaded.report) == (None, None, None)
