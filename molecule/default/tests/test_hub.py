@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import datetime
 
 import pytest
 
@@ -170,3 +171,71 @@ def test_reaper_timer_removes_an_idle_container_and_keeps_an_active_one(host, pe
     assert "bob@example.org" in short_users()
     decisions = host.run("journalctl -u servicehub-reaper -o cat -n 200").stdout
     assert "reap" in decisions
+
+
+def test_forged_journal_events_do_not_keep_a_session(host, pebble_root):
+    """Issue 9.2: another local account (`nobody`) writes the daemon's `ready` event for alice's
+    idle `short` session every 3 s with `logger --journald`; the reaper still removes it, as
+    journald attributes those entries to nobody, not to servicehub.service."""
+    alice = browse(host, "alice", "--path", "/short/whoami", ca=pebble_root)
+    assert alice["status"] == 200, alice["trail"]
+    hub, slug = host.run_test(
+        "docker ps --filter label=servicehub.app=short "
+        "--filter label=servicehub.user=alice@example.org "
+        '--format \'{{.Label "servicehub.hub"}} {{.Label "servicehub.slug"}}\''
+    ).stdout.split()
+    uid = host.run_test("id -u servicehub").stdout.strip()
+    forged_from = int(host.run_test("date +%s").stdout)
+    # The forger names journald's own fields too: journald drops them (they start with _).
+    entry = (
+        f"MESSAGE=forged\\nSERVICEHUB_EVENT=ready\\nSERVICEHUB_HUB={hub}\\n"
+        f"SERVICEHUB_APP=short\\nSERVICEHUB_SLUG={slug}\\n"
+        f"_SYSTEMD_UNIT=servicehub.service\\n_UID={uid}\\n"
+    )
+    host.run_test(f"printf '{entry}' > /tmp/forged-ready && chmod 644 /tmp/forged-ready")
+    forger = host.run_test(
+        "nohup sh -c 'for i in $(seq 60); do runuser -u nobody -- logger "
+        "--journald=/tmp/forged-ready; sleep 3; done' >/dev/null 2>&1 & echo $!"
+    ).stdout.strip()
+    forged = f"journalctl -o json _UID=65534 SERVICEHUB_SLUG={slug} SERVICEHUB_EVENT=ready"
+    try:
+        deadline = time.monotonic() + 20
+        while not host.run(forged).stdout.strip():  # control: the forgeries are in the journal
+            assert time.monotonic() < deadline, "no forged entry in the journal"
+            time.sleep(1)
+
+        def alice_short():
+            return host.run_test(
+                "docker ps -q --filter label=servicehub.app=short "
+                f"--filter label=servicehub.slug={slug}"
+            ).stdout.strip()
+
+        # idle_timeout is 30 s; a reaper run every 5 s (and the timer's) until it is gone.
+        deadline = time.monotonic() + 30 + 60
+        while alice_short():
+            assert time.monotonic() < deadline, host.run(
+                "journalctl -o cat -n 40 _SYSTEMD_UNIT=servicehub-reaper.service "
+                f"SERVICEHUB_SLUG={slug}"
+            ).stdout
+            time.sleep(5)
+            host.run("systemctl start servicehub-reaper.service")
+    finally:
+        host.run(f"kill {forger}")
+    decisions = [
+        json.loads(line)
+        for line in host.run_test(
+            "journalctl -o json _SYSTEMD_UNIT=servicehub-reaper.service "
+            f"SERVICEHUB_SLUG={slug} SERVICEHUB_DECISION=reap"
+        ).stdout.splitlines()
+    ]
+    assert decisions, "no reap decision logged"
+    reaped = decisions[-1]
+    last = datetime.fromisoformat(reaped["SERVICEHUB_LAST_ACTIVITY"].replace("Z", "+00:00"))
+    assert reaped["SERVICEHUB_SIGNAL"] != "journal", reaped
+    assert last.timestamp() <= forged_from, reaped  # no forged event moved the last activity
+    # The reaper's journal match is right: the daemon's own events of this session carry it.
+    daemon = host.run_test(
+        f"journalctl -o json _SYSTEMD_UNIT=servicehub.service _UID={uid} "
+        f"SERVICEHUB_SLUG={slug} SERVICEHUB_EVENT=spawned"
+    ).stdout
+    assert daemon.strip(), "the daemon's spawned event is not attributed to servicehub.service"
