@@ -1,8 +1,8 @@
 """Bad variables stop the play in preflight, with a message that names the variable.
 
-Runs site.yml's own pre_tasks (the preflight of every role that checks before anything changes)
-with real Ansible against this machine, in check mode, and stops right after them: nothing on
-the machine changes, whether the preflight passes or not.
+Runs site.yml's own play (the preflight of every role in its pre_tasks, its roles, whose
+defaults the whole play sees) with real Ansible against this machine, in check mode, and ends
+it right after the pre_tasks: nothing on the machine changes, whether the preflight passes or not.
 """
 
 from __future__ import annotations
@@ -25,14 +25,27 @@ ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
 GOOD = {
     "servicehub_identity_issuer": "https://id.example.org/realms/lab",
     "servicehub_apps": {"whoami": {"image": "servicehub-example/whoami:latest", "port": 8000}},
+    "apache_oidc_server_name": "hub.example.org",
+    "apache_oidc_provider_metadata_url": (
+        "https://id.example.org/realms/lab/.well-known/openid-configuration"
+    ),
+    "apache_oidc_client_id": "servicehub",
+    "apache_oidc_client_secret": "client-secret-of-the-test",
+}
+# Header names other than the defaults, consistent with each other.
+OWN_HEADERS = {
+    "servicehub_user_header": "X-Lab-Identity",
+    "servicehub_groups_header": "X-Lab-Teams",
+    "servicehub_proxy_secret_header": "X-Lab-Gate",
 }
 
 
 def run_preflight(tmp_path: Path, extra: dict) -> subprocess.CompletedProcess[str]:
     site = yaml.safe_load((ROOT / "site.yml").read_text())
-    play = {**site[0], "hosts": "all", "become": False, "roles": [], "tasks": []}
-    # End the play right after the preflight: the proof that it passed, and a guard that nothing
-    # past it can run from this test.
+    # The roles stay: their defaults are part of what the preflight checks (one role defines a
+    # name, others use it). End the play right after the preflight: the proof that it passed, and
+    # a guard that nothing past it (no role, no task) runs from this test.
+    play = {**site[0], "hosts": "all", "become": False, "tasks": []}
     play["pre_tasks"] = [
         *site[0]["pre_tasks"],
         {"name": "Preflight passed", "ansible.builtin.meta": "end_play"},
@@ -50,10 +63,21 @@ def run_preflight(tmp_path: Path, extra: dict) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
+def passed(result: subprocess.CompletedProcess[str]) -> bool:
+    return result.returncode == 0 and "Preflight passed" in result.stdout
+
+
 def test_a_good_hub_passes_the_preflight(tmp_path):
     result = run_preflight(tmp_path, {})
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "Preflight passed" in result.stdout
+    assert passed(result), result.stdout[-3000:]
+    # Nothing past the preflight ran: no role's first task.
+    assert "Install |" not in result.stdout
+
+
+def test_header_names_of_ones_own_pass_the_preflight(tmp_path):
+    extra = {**OWN_HEADERS, "traefik_access_log_headers": ["X-Request-Start"]}
+    result = run_preflight(tmp_path, extra)
+    assert passed(result), result.stdout[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -71,13 +95,35 @@ def test_a_good_hub_passes_the_preflight(tmp_path):
         ("firewall_container_interfaces", ["br-*", "an interface name that is far too long"]),
         ("firewall_container_allowed_tcp_ports", [22, 70000]),
         ("firewall_traefik_web_clients", ["www data"]),
+        # Identity header names: one definition, checked for every role (issue 9, item 1).
+        ("servicehub_user_header", "X_Hub_User"),  # an alias spelling CGI-style apps read as '-'
+        ("servicehub_user_header", "X-Hub-User "),
+        ("servicehub_groups_header", "Connection"),  # hop-by-hop: the proxy would drop it
+        ("servicehub_user_header", "x-forwarded-user"),  # mod_proxy and Traefik write X-Forwarded-*
+        ("servicehub_proxy_secret_header", "Cookie"),
+        ("servicehub_proxy_secret_header", "x-servicehub-user"),  # the user header's name
+        ("servicehub_groups_header", "X-SERVICEHUB-USER"),
+        ("traefik_access_log_headers", ["x-servicehub-proxy-secret"]),  # would log the secret
+        ("apache_oidc_proxy_secret", "a-second-secret-for-apache"),  # not the daemon's
+        # Roles that checked their variables only after four roles had changed the host.
+        ("apache_oidc_scope", "email profile"),
+        ("apache_oidc_redirect_path", "/_servicehub/callback"),
+        ("certbot_mode", "letsencrypt"),
+        ("certbot_domains", ["*.example.org"]),
     ],
 )
 def test_a_bad_variable_stops_the_play_naming_it(tmp_path, variable, value):
     result = run_preflight(tmp_path, {variable: value})
+    assert not passed(result)
     assert result.returncode != 0
-    assert "Preflight passed" not in result.stdout
     first_error = min(
         i for i in (result.stdout.find(m) for m in ("[ERROR]", "fatal:", "failed:")) if i >= 0
     )
     assert variable in result.stdout[first_error:], result.stdout[-3000:]
+
+
+def test_header_names_are_checked_with_non_default_names_too(tmp_path):
+    """Inconsistent names: the groups header renamed to what the user header is renamed to."""
+    result = run_preflight(tmp_path, {**OWN_HEADERS, "servicehub_groups_header": "x-lab-IDENTITY"})
+    assert not passed(result)
+    assert "servicehub_groups_header" in result.stdout and "servicehub_user_header" in result.stdout

@@ -8,6 +8,10 @@ guarantees. docs/attacks.md lists them with the defence each one meets.
 Most attacks go through Apache as a logged-in user (alice) with a forged identity of somebody
 who does not exist (FORGED): had any forgery worked, Traefik's access log, which records the
 identity header every request reached it with, would show FORGED.
+
+The scenario gives the identity headers names other than the defaults (host_vars/), and the
+suite takes every header name from the scenario's variables, never from a literal: a role that
+ignored the variables would let the forgeries through.
 """
 
 from __future__ import annotations
@@ -25,13 +29,51 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
+SCENARIO = Path(__file__).resolve().parents[1]
+
+
+def var_files(directory: Path, name: str) -> list[Path]:
+    """An inventory's vars for a group or host: NAME.yml, then NAME/*.yml (Ansible's order)."""
+    return [p for p in [directory / f"{name}.yml"] if p.is_file()] + sorted(
+        (directory / name).glob("*.yml")
+    )
+
+
+def scenario_variables() -> dict:
+    """The hub's variables as this scenario sets them: the servicehub role's defaults, then the
+    group_vars and host_vars that molecule.yml links into the inventory."""
+    molecule = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
+    links = molecule["provisioner"]["inventory"]["links"]
+    files = [ROOT / "roles" / "servicehub" / "defaults" / "main.yml"]
+    if "group_vars" in links:
+        group_vars = SCENARIO / links["group_vars"]
+        files += var_files(group_vars, "all") + var_files(group_vars, "hub")
+    if "host_vars" in links:
+        files += var_files(SCENARIO / links["host_vars"], molecule["platforms"][0]["name"])
+    variables: dict = {}
+    for path in files:
+        variables.update(yaml.safe_load(path.read_text()) or {})
+    return variables
+
+
+def go_header_name(name: str) -> str:
+    """A header name as Go (Traefik) writes it: X-Hub-User for x-hub-user."""
+    return "-".join(word.capitalize() for word in name.split("-"))
+
+
+VARIABLES = scenario_variables()
+USER_HEADER = VARIABLES["servicehub_user_header"]
+GROUPS_HEADER = VARIABLES["servicehub_groups_header"]
+SECRET_HEADER = VARIABLES["servicehub_proxy_secret_header"]
+IDENTITY_HEADERS = (USER_HEADER, GROUPS_HEADER, SECRET_HEADER)
 HUB = "hub.test"
 ALICE = "alice@example.org"
 FORGED = "mallet@evil.test"
 ACCESS_LOG = "/var/log/traefik/access.json"
-USER_FIELD = "request_X-Servicehub-User"
+USER_FIELD = f"request_{go_header_name(USER_HEADER)}"
 APP_IMAGES = {"servicehub-example/whoami:latest"}
 BACKEND_PORTS = {"traefik web": 881, "traefik api": 899, "daemon": 890}
 
@@ -81,6 +123,41 @@ def request(
 def header(response: dict, name: str) -> str | None:
     values = [v for k, v in response["headers"] if k.lower() == name.lower()]
     return values[0] if values else None
+
+
+def cgi_name(name: str) -> str:
+    """How CGI/WSGI-style apps see a header name: X_HUB_USER for X-Hub-User, X.Hub_user..."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+class Seen(NamedTuple):
+    """The identity an app received, read from whoami's list of every header it got (whoami's
+    own header_user and groups fields know only the default names)."""
+
+    users: list[str]  # every value of the user header
+    groups: list[str]  # the groups header, parsed
+    raw_groups: str | None
+    aliases: list[str]  # other spellings of an identity header's name (CGI apps read them)
+    secrets: list[str]  # the proxy secret header: Traefik removes it before the app
+
+
+def seen_by_app(info: dict) -> Seen:
+    headers = info["headers"]
+
+    def values(name: str) -> list[str]:
+        return [v for k, v in headers if k.lower() == name.lower()]
+
+    groups = values(GROUPS_HEADER)
+    raw_groups = groups[0] if groups else None
+    names = {n.lower() for n in IDENTITY_HEADERS}
+    cgi = {cgi_name(n) for n in IDENTITY_HEADERS}
+    return Seen(
+        users=values(USER_HEADER),
+        groups=[g.strip() for g in raw_groups.split(",") if g.strip()] if raw_groups else [],
+        raw_groups=raw_groups,
+        aliases=sorted(k for k, _ in headers if cgi_name(k) in cgi and k.lower() not in names),
+        secrets=values(SECRET_HEADER),
+    )
 
 
 def marker() -> str:
@@ -151,27 +228,34 @@ def bob(host) -> dict:
 
 # ---- forged identity ---------------------------------------------------------------------------
 
-SPELLINGS = [
-    "X-Servicehub-User",
-    "x-servicehub-user",
-    "X-SERVICEHUB-USER",
-    "X_Servicehub_User",
-    "x_servicehub_user",
-    "X-Servicehub_User",
-    "X_Servicehub-User",
-    "X.Servicehub.User",
-    "X-Servicehub.User",
-    "X~Servicehub~User",
-    "X+Servicehub+User",
-    "X!Servicehub!User",
-]
+
+def spellings(name: str) -> list[str]:
+    """Every way a client might spell a header's name so that some parser reads it as `name`:
+    other case, '_' or '.' for '-', separators mixed, and separators no parser should accept."""
+    words = name.split("-")
+    first, rest = words[0], words[1:]
+
+    def joined(first_sep: str, rest_sep: str) -> str:
+        return first + first_sep + rest_sep.join(rest)
+
+    found = [name, go_header_name(name), name.lower(), name.upper()]
+    found += ["_".join(words), "_".join(words).lower()]
+    if len(rest) > 1:  # mixed separators need three words or more
+        found += [joined("-", "_"), joined("_", "-"), joined("-", ".")]
+    found += [sep.join(words) for sep in ".~+!"]
+    return list(dict.fromkeys(found))
+
+
+def underscored(name: str) -> str:
+    return name.replace("-", "_")
+
 
 FORGERIES = {
-    **{f"spelling {name}": [f"{name}: {FORGED}"] for name in SPELLINGS},
-    "repeated twice": [f"X-Servicehub-User: {FORGED}", f"X-Servicehub-User: {FORGED}"],
-    "two values in one header": [f"X-Servicehub-User: {FORGED}, {ALICE}"],
-    "groups": ["X-Servicehub-Groups: admin", "X_Servicehub_Groups: admin"],
-    "proxy secret guessed": ["X-Servicehub-Proxy-Secret: guess", f"X-Servicehub-User: {FORGED}"],
+    **{f"spelling {name}": [f"{name}: {FORGED}"] for name in spellings(USER_HEADER)},
+    "repeated twice": [f"{USER_HEADER}: {FORGED}", f"{USER_HEADER}: {FORGED}"],
+    "two values in one header": [f"{USER_HEADER}: {FORGED}, {ALICE}"],
+    "groups": [f"{GROUPS_HEADER}: admin", f"{underscored(GROUPS_HEADER)}: admin"],
+    "proxy secret guessed": [f"{SECRET_HEADER}: guess", f"{USER_HEADER}: {FORGED}"],
     "forwarded headers": [
         f"{name}: {FORGED}"
         for name in (
@@ -199,10 +283,11 @@ def test_forged_identity_headers_with_a_session_reach_only_the_sessions_user(hos
     mark = marker()
     answer = raw(host, request("GET", f"/whoami?attack={mark}", *FORGERIES[forgery]), alice)
     assert answer["status"] == 200, answer
-    seen = json.loads(answer["body"])
-    assert seen["header_user"] == ALICE
-    assert seen["groups"] == ["lab"]
-    assert seen["alias_headers"] == []
+    seen = seen_by_app(json.loads(answer["body"]))
+    assert seen.users == [ALICE]
+    assert seen.groups == ["lab"]
+    assert seen.aliases == []
+    assert seen.secrets == []
     assert FORGED not in answer["body"]
     assert users_seen_by_traefik(host, mark, alice) == [ALICE]
 
@@ -218,10 +303,10 @@ def test_forged_identity_headers_without_a_session_are_sent_to_login(host, alice
 def test_a_folded_identity_header_is_refused_or_dropped(host, alice):
     """obs-fold (a continuation line) is how some parsers were tricked into two values."""
     mark = marker()
-    folded = "X-Servicehub-User: mallet\r\n @evil.test"
+    folded = f"{USER_HEADER}: mallet\r\n @evil.test"
     answer = raw(host, request("GET", f"/whoami?attack={mark}", folded), alice)
     if answer["status"] == 200:
-        assert json.loads(answer["body"])["header_user"] == ALICE
+        assert seen_by_app(json.loads(answer["body"])).users == [ALICE]
     else:
         assert answer["status"] == 400, answer
     assert set(users_seen_by_traefik(host, mark, alice)) <= {ALICE}
@@ -232,7 +317,7 @@ def test_a_folded_identity_header_is_refused_or_dropped(host, alice):
 )
 def test_forged_identity_through_other_methods(host, alice, method):
     mark = marker()
-    forged = [f"X-Servicehub-User: {FORGED}", f"X_Servicehub_User: {FORGED}"]
+    forged = [f"{USER_HEADER}: {FORGED}", f"{underscored(USER_HEADER)}: {FORGED}"]
     with_session = raw(host, request(method, f"/whoami?attack={mark}", *forged), alice)
     without = raw(host, request(method, f"/whoami?attack={mark}", *forged, cookie=False))
     assert with_session["status"] not in (0, 302), with_session
@@ -255,8 +340,8 @@ def test_forged_identity_through_a_websocket_upgrade(host, alice, session):
         "Upgrade: websocket",
         "Sec-WebSocket-Version: 13",
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        f"X-Servicehub-User: {FORGED}",
-        f"X_Servicehub_User: {FORGED}",
+        f"{USER_HEADER}: {FORGED}",
+        f"{underscored(USER_HEADER)}: {FORGED}",
         cookie=session,
     ).replace("Connection: close", "Connection: Upgrade")
     answer = raw(host, upgrade, alice if session else None)
@@ -271,11 +356,11 @@ def test_forged_identity_through_a_websocket_upgrade(host, alice, session):
 @pytest.mark.parametrize(
     "named",
     [
-        "X-Servicehub-User",
-        "X-Servicehub-Proxy-Secret",
-        "X-Servicehub-Groups",
-        "X-Servicehub-User, X-Servicehub-Proxy-Secret",
-        "keep-alive, x_servicehub_user",
+        USER_HEADER,
+        SECRET_HEADER,
+        GROUPS_HEADER,
+        f"{USER_HEADER}, {SECRET_HEADER}",
+        f"keep-alive, {underscored(USER_HEADER).lower()}",
         "X-Forwarded-For",  # would drop Apache's own, and Traefik would fill in 127.0.0.1
         "Cookie",
     ],
@@ -283,7 +368,7 @@ def test_forged_identity_through_a_websocket_upgrade(host, alice, session):
 def test_connection_header_naming_the_identity_headers_is_refused(host, alice, named):
     """Hop-by-hop stripping would remove the trusted headers after Apache set them."""
     mark = marker()
-    req = request("GET", f"/whoami?attack={mark}", f"X-Servicehub-User: {FORGED}")
+    req = request("GET", f"/whoami?attack={mark}", f"{USER_HEADER}: {FORGED}")
     answer = raw(host, req.replace("Connection: close", f"Connection: close, {named}"), alice)
     assert answer["status"] == 403, answer
     assert users_seen_by_traefik(host, mark, alice) == []
@@ -549,7 +634,7 @@ def odd_users(host, alice) -> dict[str, dict]:
         result = browse(host, login)
         assert result["status"] == 200, (login, result["trail"])
         seen[login] = json.loads(result["body"])
-        assert seen[login]["header_user"] == user_id
+        assert seen_by_app(seen[login]).users == [user_id]
     return seen
 
 
@@ -596,7 +681,10 @@ def test_every_route_traefik_loaded_is_valid_and_matches_one_exact_id(host, odd_
     broken = [r["name"] for r in routers if r.get("status") != "enabled" or r.get("error")]
     assert broken == []
     # The inject user's rule holds its id as one escaped Go string: no extra matcher appeared.
-    session_rules = [r["rule"] for r in routers if "X-Servicehub-User" in r.get("rule", "")]
+    session_rules = [
+        r["rule"] for r in routers if f"header(`{USER_HEADER.lower()}`" in r.get("rule", "").lower()
+    ]
+    assert session_rules, routers
     assert all(rule.count("Header(") == 2 and "||" not in rule for rule in session_rules), (
         session_rules
     )
@@ -614,14 +702,17 @@ def test_ids_that_cannot_travel_as_one_header_are_refused(host, alice, bob, logi
 
 
 def test_a_line_break_in_a_group_cannot_inject_a_header(host, alice):
-    """groupinject's second group holds CRLF and an X-Servicehub-User line naming alice."""
+    """groupinject's second group holds CRLF and a user header line (this hub's name for it)
+    naming alice: no part of it may become a header of its own."""
     result = browse(host, "groupinject")
     assert result["status"] == 200, result["trail"]
-    seen = json.loads(result["body"])
-    assert seen["header_user"] == "groupinject@example.org"
-    assert not re.search(r"[\r\n]", seen["header_groups"])
-    assert container_of(host, "groupinject@example.org")["Config"]["Hostname"] == seen["hostname"]
-    assert container_of(host, ALICE)["Config"]["Hostname"] != seen["hostname"]
+    info = json.loads(result["body"])
+    seen = seen_by_app(info)
+    assert seen.users == ["groupinject@example.org"]
+    assert not re.search(r"[\r\n]", seen.raw_groups)
+    assert all(v != ALICE for _, v in info["headers"]), info["headers"]
+    assert container_of(host, "groupinject@example.org")["Config"]["Hostname"] == info["hostname"]
+    assert container_of(host, ALICE)["Config"]["Hostname"] != info["hostname"]
 
 
 # ---- container escape and abuse ---------------------------------------------------------------
@@ -757,6 +848,7 @@ def test_no_token_or_login_cookie_reaches_a_user_container(host, alice):
         name
         for name, _ in seen["headers"]
         if re.search(r"oidc|token|authorization|claim|secret", name, re.I)
+        or name.lower() == SECRET_HEADER.lower()
     ]
     assert leaked == []
     cookies = "; ".join(v for k, v in seen["headers"] if k.lower() == "cookie")
