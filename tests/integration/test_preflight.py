@@ -110,6 +110,7 @@ def test_header_names_of_ones_own_pass_the_preflight(tmp_path):
         ("apache_oidc_redirect_path", "/_servicehub/callback"),
         ("certbot_mode", "letsencrypt"),
         ("certbot_domains", ["*.example.org"]),
+        ("servicehub_operators_group", "adm"),
     ],
 )
 def test_a_bad_variable_stops_the_play_naming_it(tmp_path, variable, value):
