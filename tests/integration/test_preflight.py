@@ -111,6 +111,7 @@ def test_header_names_of_ones_own_pass_the_preflight(tmp_path):
         ("certbot_mode", "letsencrypt"),
         ("certbot_domains", ["*.example.org"]),
         ("servicehub_operators_group", "adm"),
+        ("servicehub_volumes_separate_filesystem", "maybe"),
     ],
 )
 def test_a_bad_variable_stops_the_play_naming_it(tmp_path, variable, value):
@@ -128,3 +129,13 @@ def test_header_names_are_checked_with_non_default_names_too(tmp_path):
     result = run_preflight(tmp_path, {**OWN_HEADERS, "servicehub_groups_header": "x-lab-IDENTITY"})
     assert not passed(result)
     assert "servicehub_groups_header" in result.stdout and "servicehub_user_header" in result.stdout
+
+
+def test_volumes_root_sharing_a_filesystem_stops_the_play_when_required(tmp_path):
+    """The state directory and the volumes root under it are on one filesystem here."""
+    warned = run_preflight(tmp_path, {})
+    assert passed(warned)
+    assert "WARNING: servicehub_volumes_root" in warned.stdout
+    required = run_preflight(tmp_path, {"servicehub_volumes_separate_filesystem": "require"})
+    assert not passed(required)
+    assert "servicehub_volumes_root" in required.stdout
