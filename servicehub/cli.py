@@ -40,6 +40,9 @@ EXIT_FAILED = 1  # the operation failed: a removal, no such session, a file not 
 EXIT_USAGE = 2  # bad usage or bad configuration (argparse's own status for bad usage)
 EXIT_UNREACHABLE = 3  # Docker or Traefik cannot be reached
 EXIT_BUSY = 75  # EX_TEMPFAIL: another reaper run holds the lock, try again later
+# EX_NOPERM: set by the host's /usr/local/bin/servicehub wrapper, never by this program: the
+# caller is neither root, the daemon's account nor in the operators group.
+EXIT_NOT_ALLOWED = 77
 EXIT_INTERRUPTED = 130
 EXIT_STATUS = {
     EXIT_OK: "success",
@@ -47,6 +50,7 @@ EXIT_STATUS = {
     EXIT_USAGE: "bad usage or bad configuration (the message names the key)",
     EXIT_UNREACHABLE: "Docker or Traefik unreachable (the message names the socket or URL)",
     EXIT_BUSY: "another reaper run is in progress: try again later",
+    EXIT_NOT_ALLOWED: "not allowed (host wrapper): only root and the operators group may run it",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 CONFIG_ENV = "SERVICEHUB_CONFIG"
