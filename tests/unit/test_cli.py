@@ -287,7 +287,7 @@ def test_help_lists_the_exit_statuses():
     assert out.returncode == 0
     epilog = out.stdout.split("exit status:", 1)[1]
     listed = {int(line.split()[0]) for line in epilog.splitlines() if line[:3].strip().isdigit()}
-    assert listed == {0, 1, 2, 3, 75, 130} == set(cli.EXIT_STATUS)
+    assert listed == {0, 1, 2, 3, 75, 77, 130} == set(cli.EXIT_STATUS)
     assert "Docker or Traefik unreachable" in epilog and "another reaper run" in epilog
 
 
