@@ -25,6 +25,7 @@ from .config import AppConfig, Config
 from .counters import read_counters
 from .docker_client import DockerClient, DockerError
 from .journal import event as journal_fields
+from .session_key import SessionKey, app_network
 
 log = logging.getLogger("servicehub.backend")
 LABEL = "servicehub"
@@ -51,6 +52,10 @@ class SessionInfo:
     def running(self) -> bool:
         return self.state == "running"
 
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.app, self.slug)
+
 
 @dataclass(frozen=True)
 class SessionEvent:
@@ -59,6 +64,10 @@ class SessionEvent:
     app: str
     slug: str
     exit_code: int | None
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.app, self.slug)
 
 
 class SpawnError(RuntimeError):
@@ -133,13 +142,6 @@ class DockerBackend:
         self.config = config
         self.docker = client or DockerClient(config.docker_socket)
 
-    # Names: every one is built from the hub, app and slug, all safe by construction.
-    def container_name(self, app: str, slug: str) -> str:
-        return f"{self.config.hub}-{app}-{slug}"
-
-    def network_name(self, app: str) -> str:
-        return f"{self.config.hub}-{app}"
-
     def _hub_filter(self, **extra: str) -> str:
         labels = [f"{LABEL}.hub={self.config.hub}"] + [f"{LABEL}.{k}={v}" for k, v in extra.items()]
         return json.dumps({"label": labels})
@@ -147,7 +149,7 @@ class DockerBackend:
     async def prepare(self) -> None:
         """One network per app with inter-container traffic off: users cannot reach each other."""
         for app in self.config.apps:
-            name = self.network_name(app)
+            name = app_network(self.config.hub, app)
             try:
                 await self.docker.request("GET", f"/networks/{quote(name)}")
                 continue
@@ -174,7 +176,7 @@ class DockerBackend:
         labels = data.get("Config", {}).get("Labels") or data.get("Labels") or {}
         app = labels.get(f"{LABEL}.app", "")
         networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
-        address = (networks.get(self.network_name(app)) or {}).get("IPAddress") or None
+        address = (networks.get(app_network(self.config.hub, app)) or {}).get("IPAddress") or None
         state = data.get("State")
         if isinstance(state, dict):
             status, exit_code = state.get("Status", ""), int(state.get("ExitCode", 0))
@@ -219,7 +221,7 @@ class DockerBackend:
         return self._info(data)
 
     async def get(self, app: str, slug: str) -> SessionInfo | None:
-        return await self.inspect(self.container_name(app, slug))
+        return await self.inspect(SessionKey(app, slug).container(self.config.hub))
 
     def _volume_source(self, app: AppConfig, slug: str) -> Path | None:
         name = app.volume_name(slug)
@@ -237,7 +239,7 @@ class DockerBackend:
         return path
 
     def container_spec(self, app: AppConfig, user: str, slug: str) -> dict[str, Any]:
-        network = self.network_name(app.name)
+        network = app_network(self.config.hub, app.name)
         env = dict(app.environment)
         env.update(
             {
@@ -286,7 +288,7 @@ class DockerBackend:
 
     async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo:
         """Create and start the user's container; a running one of this session is reused."""
-        name = self.container_name(app.name, slug)
+        name = SessionKey(app.name, slug).container(self.config.hub)
         spec = self.container_spec(app, user, slug)
         volume = self._volume_source(app, slug)
         if volume is not None and app.volume is not None:
@@ -331,8 +333,8 @@ class DockerBackend:
                     raise SpawnError(f"the container could not be created ({exc.message})") from exc
                 existing = await self.inspect(name)
                 if existing is not None and (
-                    (existing.app, existing.slug) != (app.name, slug)
-                    or name != self.container_name(existing.app, existing.slug)
+                    existing.key != (app.name, slug)
+                    or name != existing.key.container(self.config.hub)
                 ):
                     raise SpawnError("a container with this session's name is in the way") from exc
                 if existing is not None and existing.running:

@@ -30,7 +30,7 @@ from .identity import make_slug
 from .journal import setup_logging
 from .locks import SessionLocks
 from .reaper import ERROR, Reaper, ReaperBusy, Row, state_path
-from .reaper_state import load_state, session_key
+from .reaper_state import load_state
 from .routes import RouteStore
 from .sessions import LOCK_TIMEOUT, SessionManager
 
@@ -130,7 +130,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         known = {}
     rows = []
     for s in sessions:
-        record = known.get(session_key(s.app, s.slug))
+        record = known.get(s.key.state_key)
         last = record.last if record and record.container_id == s.container_id else None
         rows.append(
             {
@@ -210,8 +210,8 @@ async def _stop(config: Config, user: str, app: str | None) -> int:
             if user not in (info.user, info.slug) or (app is not None and info.app != app):
                 continue
             # Like the reaper: the route first, under the lock a spawn of this session takes.
-            async with locks.hold(info.app, info.slug, LOCK_TIMEOUT):
-                routes.remove_session(info.app, info.slug)
+            async with locks.hold(*info.key, LOCK_TIMEOUT):
+                routes.remove_session(*info.key)
                 await backend.remove(info.container_id)
             print(f"stopped {info.name}")
             stopped += 1

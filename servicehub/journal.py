@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .session_key import SessionKey
+
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 FIELDS_ATTR = "servicehub_fields"
 PREFIX = "SERVICEHUB_"
@@ -159,6 +161,10 @@ class JournalEvent:
     slug: str
     unit: str = ""  # journald's _SYSTEMD_UNIT and _UID of the entry: who wrote it
     uid: int = -1
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.app, self.slug)
 
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]

@@ -18,6 +18,8 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from .session_key import SessionKey
+
 log = logging.getLogger("servicehub.locks")
 
 
@@ -44,8 +46,7 @@ class SessionLocks:
         self.directory = directory
 
     def path(self, app: str, slug: str) -> Path:
-        # App names and slugs are [a-z0-9-] only: "." cannot occur in either.
-        return self.directory / f"{app}.{slug}.lock"
+        return self.directory / SessionKey(app, slug).lock_file
 
     def prepare(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)

@@ -30,9 +30,10 @@ async def app_answers(
 
 
 async def traefik_has_router(session: aiohttp.ClientSession, api_url: str, router: str) -> bool:
+    """Whether Traefik serves ``router`` (named with its provider: ``name@file``)."""
     try:
         async with session.get(
-            f"{api_url}/api/http/routers/{router}@file", timeout=aiohttp.ClientTimeout(total=2)
+            f"{api_url}/api/http/routers/{router}", timeout=aiohttp.ClientTimeout(total=2)
         ) as resp:
             if resp.status != 200:
                 return False

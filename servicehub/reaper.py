@@ -61,9 +61,8 @@ from .reaper_state import (
     SessionRecord,
     load_state,
     save_state,
-    session_key,
 )
-from .routes import RouteStore, router_name
+from .routes import RouteStore
 
 log = logging.getLogger("servicehub.reaper")
 SKIP, ERROR = "skip", "error"
@@ -208,7 +207,7 @@ class Reaper:
             last_run_mono=now.mono,
         )
         for info in sorted(infos, key=lambda i: (i.app, i.user, i.slug)):
-            key = session_key(info.app, info.slug)
+            key = info.key.state_key
             record = state.sessions.get(key)
             if record is not None and record.container_id != info.container_id:
                 record = None  # an older container of this session: its counters do not apply
@@ -340,7 +339,7 @@ class Reaper:
     ) -> None:
         try:
             self.locks.prepare()
-            held = self.locks.try_acquire(info.app, info.slug)
+            held = self.locks.try_acquire(*info.key)
         except OSError as exc:
             row.decision, row.reason = ERROR, f"session lock unusable ({exc}); not removed"
             return
@@ -361,7 +360,7 @@ class Reaper:
             # Last look: a request logged while this run was deciding keeps the session. Every
             # line after this run's position is such a request, whatever its wall-clock time.
             late, _ = read_new_requests(self.config.traefik.access_log, position)
-            when = late.get(_router(self.config.hub, info))
+            when = late.get(info.key.provider_router(self.config.hub))
             if when is not None and (position is not None or when > decision.last.time):
                 row.decision, row.reason = KEEP, "a request arrived during this run"
                 row.last_activity, row.source, row.idle_for = when, "access-log", 0.0
@@ -373,9 +372,9 @@ class Reaper:
         # The route first, and until Traefik has dropped it: a request from then on reaches the
         # daemon, which waits for this lock and spawns a fresh container, instead of meeting a
         # dying one (a 502).
-        self.routes.remove_session(info.app, info.slug)
+        self.routes.remove_session(*info.key)
         if current is not None and current.running:
-            await self._route_gone(_router(self.config.hub, info).removesuffix("@file"))
+            await self._route_gone(info.key.provider_router(self.config.hub))
         if current is not None:
             await self.backend.remove(info.container_id)
 
@@ -495,16 +494,12 @@ async def _each(
     return {i.container_id: r for i, r in zip(infos, results, strict=True)}
 
 
-def _router(hub: str, info: SessionInfo) -> str:
-    return router_name(hub, info.app, info.slug) + "@file"
-
-
 def _created(info: SessionInfo) -> float:
     return info.created.timestamp()
 
 
 def _logged(seen: dict[str, float], hub: str, info: SessionInfo) -> Activity | None:
-    when = seen.get(_router(hub, info))
+    when = seen.get(info.key.provider_router(hub))
     return Activity(when, "access-log") if when is not None else None
 
 
@@ -519,7 +514,7 @@ def _journaled(
         e.time
         for e in events
         if e.event in ACTIVITY_EVENTS
-        and (e.app, e.slug) == (info.app, info.slug)
+        and e.key == info.key
         and (e.unit, e.uid) == (source.unit, source.uid)
     ]
     return Activity(max(times), "journal") if times else None

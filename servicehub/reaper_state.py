@@ -22,10 +22,6 @@ STATE_FILE = "reaper.json"
 VERSION = 1
 
 
-def session_key(app: str, slug: str) -> str:
-    return f"{app}/{slug}"
-
-
 @dataclass(frozen=True)
 class SessionRecord:
     """One container as the last run left it. The monotonic times (``*_mono``, the counters'

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AppConfig, Config
+from .session_key import SessionKey, route_file_prefix
 
 INTERNAL_PRIORITY = 10_000_000
 SESSION_PRIORITY = 10_000
@@ -46,13 +47,13 @@ class SessionRoute:
     user: str
     url: str  # http://<container ip>:<port>
 
-
-def router_name(hub: str, app: str, slug: str) -> str:
-    return f"{hub}-{app}-{slug}"
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.app, self.slug)
 
 
 def session_file_name(hub: str, app: str, slug: str) -> str:
-    return f"{hub}-session-{app}-{slug}.yml"
+    return SessionKey(app, slug).route_file(hub)
 
 
 def app_match(app: AppConfig) -> str:
@@ -77,7 +78,7 @@ def session_priority(app: AppConfig) -> int:
 
 
 def render_session(config: Config, app: AppConfig, route: SessionRoute) -> dict[str, Any]:
-    name = router_name(config.hub, route.app, route.slug)
+    name = route.key.router(config.hub)
     identity = f"{name}-identity"
     router: dict[str, Any] = {
         "rule": session_rule(config, app, route.user),
@@ -172,8 +173,8 @@ class RouteStore:
         self.config = config
         self.dir = config.traefik.routes_dir
 
-    def _session_path(self, app: str, slug: str) -> Path:
-        return self.dir / session_file_name(self.config.hub, app, slug)
+    def _session_path(self, key: SessionKey) -> Path:
+        return self.dir / key.route_file(self.config.hub)
 
     def write_base(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -184,12 +185,12 @@ class RouteStore:
     def write_session(self, route: SessionRoute) -> bool:
         app = self.config.apps[route.app]
         return write_atomic(
-            self._session_path(route.app, route.slug),
+            self._session_path(route.key),
             dump_route_file(render_session(self.config, app, route)),
         )
 
     def remove_session(self, app: str, slug: str) -> bool:
-        path = self._session_path(app, slug)
+        path = self._session_path(SessionKey(app, slug))
         try:
             path.unlink()
         except FileNotFoundError:
@@ -197,12 +198,12 @@ class RouteStore:
         return True
 
     def session_files(self) -> set[str]:
-        prefix = f"{self.config.hub}-session-"
+        prefix = route_file_prefix(self.config.hub)
         return {p.name for p in self.dir.glob(f"{prefix}*.yml")}
 
     def reconcile(self, routes: Iterable[SessionRoute]) -> tuple[int, int]:
         """Make the files match ``routes`` exactly. Returns (written, removed)."""
-        wanted = {session_file_name(self.config.hub, r.app, r.slug): r for r in routes}
+        wanted = {r.key.route_file(self.config.hub): r for r in routes}
         written = sum(1 for r in wanted.values() if self.write_session(r))
         removed = 0
         for orphan in self.session_files() - set(wanted):

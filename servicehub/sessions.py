@@ -22,7 +22,8 @@ from .config import AppConfig, Config
 from .journal import event
 from .locks import SessionLocks
 from .probes import app_answers, poll_until, traefik_has_router
-from .routes import RouteStore, SessionRoute, router_name
+from .routes import RouteStore, SessionRoute
+from .session_key import SessionKey
 
 log = logging.getLogger("servicehub.sessions")
 ROUTE_TIMEOUT = 15.0
@@ -66,6 +67,10 @@ class Session:
     version: int = field(default_factory=lambda: next(_VERSIONS))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.app, self.slug)
+
     async def set(self, state: State, message: str) -> None:
         async with self.changed:
             self.state, self.message = state, message
@@ -97,8 +102,8 @@ class SessionManager:
         self.routes = routes
         self.now = now
         self.locks = locks or SessionLocks(config.state_dir / "locks")
-        self.sessions: dict[tuple[str, str], Session] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.sessions: dict[SessionKey, Session] = {}
+        self._locks: dict[SessionKey, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
 
@@ -115,11 +120,11 @@ class SessionManager:
         if self._http is not None:
             await self._http.close()
 
-    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+    def _lock(self, key: SessionKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
     def get(self, app: str, slug: str) -> Session | None:
-        return self.sessions.get((app, slug))
+        return self.sessions.get(SessionKey(app, slug))
 
     # --- start-up -----------------------------------------------------------------------
     async def recover(self) -> None:
@@ -148,7 +153,7 @@ class SessionManager:
                 continue
             session = self._session_from(info)
             session.state, session.message = State.READY, "Ready"
-            self.sessions[(info.app, info.slug)] = session
+            self.sessions[info.key] = session
             routes.append(self._route(session))
         written, removed = self.routes.reconcile(routes)
         log.info(
@@ -181,7 +186,7 @@ class SessionManager:
         With ``may_spawn`` false (a request no person made: a sub-resource, a poll, a
         WebSocket) an existing session is routed again but nothing new is created: None
         when there is no session, and a ready session whose container is gone is forgotten."""
-        key = (app.name, slug)
+        key = SessionKey(app.name, slug)
         async with self._lock(key):
             session = self.sessions.get(key)
             if session is not None and session.state == State.FAILED and retry:
@@ -220,7 +225,7 @@ class SessionManager:
 
     async def _spawn(self, session: Session, app: AppConfig) -> None:
         # The reaper holds this lock while it removes the session's old container.
-        async with self.locks.hold(app.name, session.slug, LOCK_TIMEOUT):
+        async with self.locks.hold(*session.key, LOCK_TIMEOUT):
             await self._spawn_locked(session, app)
 
     async def _spawn_locked(self, session: Session, app: AppConfig) -> None:
@@ -279,7 +284,7 @@ class SessionManager:
         """Write the route, wait until Traefik serves it, then (container still up) ready."""
         await session.set(State.ROUTING, "Connecting you to your app")
         self.routes.write_session(self._route(session))
-        name = router_name(self.config.hub, app.name, session.slug)
+        name = session.key.provider_router(self.config.hub)
         api = self.config.traefik.api_url
         if not await poll_until(lambda: traefik_has_router(self.http, api, name), ROUTE_TIMEOUT):
             raise SpawnError("the proxy did not pick up the route to your app")
@@ -300,7 +305,7 @@ class SessionManager:
         """A ready session's request reached the daemon: route again, never kill a good app.
         If its container is gone (reaped, removed; the event not handled yet), spawn anew, or,
         for a request no person made, forget the session."""
-        async with self.locks.hold(app.name, session.slug, LOCK_TIMEOUT):
+        async with self.locks.hold(*session.key, LOCK_TIMEOUT):
             try:
                 info = await self.backend.get(app.name, session.slug)
                 gone = info is None or not info.running or info.container_id != session.container_id
@@ -318,7 +323,7 @@ class SessionManager:
                     app.name,
                     session.slug,
                 )
-                self.routes.remove_session(app.name, session.slug)
+                self.routes.remove_session(*session.key)
                 session.container_id, session.url = None, None
                 session.started = time.monotonic()
                 await session.set(State.CREATING, "Creating your container")
@@ -355,7 +360,7 @@ class SessionManager:
             extra=self._fields("failed", session, reason=reason),
         )
         try:
-            self.routes.remove_session(session.app, session.slug)
+            self.routes.remove_session(*session.key)
             if session.container_id is not None:
                 await self.backend.remove(session.container_id)
         except Exception:
@@ -364,30 +369,31 @@ class SessionManager:
 
     async def _forget(self, session: Session, why: str) -> None:
         log.info("session app=%s slug=%s %s", session.app, session.slug, why)
-        if self.sessions.get((session.app, session.slug)) is session:
-            self.sessions.pop((session.app, session.slug), None)
-        self.routes.remove_session(session.app, session.slug)
+        if self.sessions.get(session.key) is session:
+            self.sessions.pop(session.key, None)
+        self.routes.remove_session(*session.key)
         await session.set(State.STOPPED, "Your session has ended")
 
     async def _discard(self, session: Session) -> None:
-        self.sessions.pop((session.app, session.slug), None)
-        self.routes.remove_session(session.app, session.slug)
+        self.sessions.pop(session.key, None)
+        self.routes.remove_session(*session.key)
         if session.container_id is not None:
             await self.backend.remove(session.container_id)
 
     async def stop(self, app: str, slug: str) -> bool:
-        async with self._lock((app, slug)), self.locks.hold(app, slug, LOCK_TIMEOUT):
-            session = self.sessions.get((app, slug))
-            info = await self.backend.get(app, slug)
+        key = SessionKey(app, slug)
+        async with self._lock(key), self.locks.hold(*key, LOCK_TIMEOUT):
+            session = self.sessions.get(key)
+            info = await self.backend.get(*key)
             if info is not None:
                 await self.backend.remove(info.container_id)
-            self.routes.remove_session(app, slug)
-            self.sessions.pop((app, slug), None)
+            self.routes.remove_session(*key)
+            self.sessions.pop(key, None)
             return session is not None or info is not None
 
     # --- engine events ------------------------------------------------------------------
     async def handle_event(self, event: SessionEvent) -> None:
-        key = (event.app, event.slug)
+        key = event.key
         session = self.sessions.get(key)
         if session is None or session.container_id != event.container_id:
             return  # not ours, or an old container of a session that was respawned
@@ -398,7 +404,7 @@ class SessionManager:
                 if self.sessions.get(key) is not session:
                     return
                 self.sessions.pop(key, None)
-                self.routes.remove_session(event.app, event.slug)
+                self.routes.remove_session(*key)
                 log.info(
                     "session app=%s slug=%s container %s",
                     event.app,
@@ -419,16 +425,16 @@ class SessionManager:
 
     async def resync(self) -> None:
         """Forget ready sessions whose container is gone (events missed while disconnected)."""
-        for (app, slug), session in list(self.sessions.items()):
+        for key, session in list(self.sessions.items()):
             if session.state != State.READY:
                 continue
-            info = await self.backend.get(app, slug)
+            info = await self.backend.get(*key)
             if info is None or not info.running or info.container_id != session.container_id:
-                async with self._lock((app, slug)):
-                    if self.sessions.get((app, slug)) is session:
-                        self.sessions.pop((app, slug), None)
-                        self.routes.remove_session(app, slug)
-                        log.info("session app=%s slug=%s gone while events were missed", app, slug)
+                async with self._lock(key):
+                    if self.sessions.get(key) is session:
+                        self.sessions.pop(key, None)
+                        self.routes.remove_session(*key)
+                        log.info("session app=%s slug=%s gone while events were missed", *key)
 
     async def watch_events(self) -> None:
         """Follow the engine's events for ever, reconnecting (and catching up) when it breaks."""
