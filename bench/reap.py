@@ -101,8 +101,8 @@ def run_reap(config: Path, fake: int) -> tuple[float, float, list[dict[str, obje
 def fake_main(sessions: int) -> None:
     """`servicehub reap --json` with Docker replaced by a stand-in that answers at once."""
     from servicehub import cli
-    from servicehub.activity import Counters
     from servicehub.backend import SessionInfo
+    from servicehub.counters import Counters
 
     hub = yaml.safe_load(Path(os.environ["SERVICEHUB_CONFIG"]).read_text())["hub"]
     spawned = datetime.now(UTC) - timedelta(hours=1)

@@ -41,10 +41,11 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
+
+from .times import parse_iso
 
 log = logging.getLogger("servicehub.accesslog")
 
@@ -229,12 +230,12 @@ def _parse_time(raw: bytes) -> float | None:
     """An RFC 3339 time as Go writes it (up to nanoseconds), or ``<start>|<duration ns>``."""
     start, _, duration = raw.partition(b"|")
     try:
-        text = start.decode("ascii").replace("Z", "+00:00")
-        # Python reads at most microseconds.
-        text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-        when = datetime.fromisoformat(text).timestamp()
-    except (UnicodeDecodeError, ValueError):
+        parsed = parse_iso(start.decode("ascii"))
+    except UnicodeDecodeError:
         return None
+    if parsed is None:
+        return None
+    when = parsed.timestamp()
     return when + int(duration) / 1e9 if duration else when
 
 

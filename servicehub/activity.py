@@ -15,10 +15,11 @@ monotonic time since then, so a step can never make fresh activity look old.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from .config import AppConfig
+from .counters import Counters
+from .times import human, parse_iso
 
 KEEP, REAP = "keep", "reap"
 
@@ -94,42 +95,6 @@ def latest(*items: Activity | None) -> Activity | None:
         if item is not None and (best is None or item.time > best.time):
             best = item
     return best
-
-
-@dataclass(frozen=True)
-class Counters:
-    """One sample of a container's cumulative counters.
-
-    A backend stamps ``read`` with the wall clock (unix time, as Docker's stats API does); the
-    reaper re-stamps it on the monotonic clock (``sample_time``) before it computes a rate or
-    keeps the sample, so a rate is always over monotonic seconds of one boot."""
-
-    read: float  # when the sample was taken: unix time from a backend, monotonic in the reaper
-    net_bytes: int  # received + sent on all of the container's interfaces
-    cpu_ns: int  # CPU time used since the container started
-    pid: int = 0  # the container's main process they were read through; 0: Docker's API
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "net_bytes": self.net_bytes,
-            "cpu_ns": self.cpu_ns,
-            "pid": self.pid,
-        }
-
-    @classmethod
-    def from_json(cls, data: object) -> Counters | None:
-        if isinstance(data, dict):
-            read, net, cpu = data.get("read"), data.get("net_bytes"), data.get("cpu_ns")
-            pid = data.get("pid", 0)
-            if (
-                isinstance(read, (int, float))
-                and isinstance(net, int)
-                and isinstance(cpu, int)
-                and isinstance(pid, int)
-            ):
-                return cls(float(read), net, cpu, pid)
-        return None
 
 
 @dataclass(frozen=True)
@@ -214,25 +179,6 @@ def decide(
     return verdict(KEEP, "active", f"active {human(idle)} ago ({best.source})")
 
 
-def human(seconds: float) -> str:
-    """2h05m, 3m07s, 42s: short and exact enough for a table and a log line."""
-    seconds = int(max(0, seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def iso(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def parse_report(data: object, now: float) -> Activity | None:
     """An app's ``{"last_activity": <unix time or ISO 8601>}``; None if it says nothing usable.
     A time in the future is taken as now."""
@@ -243,12 +189,9 @@ def parse_report(data: object, now: float) -> Activity | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         when = float(value)
     elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
+        parsed = parse_iso(value.strip())
+        if parsed is None:
             return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
         when = parsed.timestamp()
     if when is None or when != when or when <= 0:  # NaN or nonsense
         return None

@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .activity import Counters
 from .config import AppConfig, Config
-from .counters import read_counters
+from .counters import Counters, read_counters
 from .docker_client import DockerClient, DockerError
 from .journal import event as journal_fields
 from .session_key import SessionKey, app_network
+from .times import iso_now_ms, parse_iso
 
 log = logging.getLogger("servicehub.backend")
 LABEL = "servicehub"
@@ -34,6 +33,7 @@ _STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT}
 # How long a spawn waits for an old container of the same session to finish being removed
 # (the reaper, an operator's `docker rm -f`) before it gives up with an error page.
 CONFLICT_WAIT = 15.0
+_EPOCH = datetime.fromtimestamp(0, UTC)  # a container without a readable created label
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ def counters_from_stats(data: Any) -> Counters | None:
     read time and no CPU: None then."""
     if not isinstance(data, dict):
         return None
-    read = _parse_time(str(data.get("read") or ""))
-    if read.year < 2000:
+    read = parse_iso(str(data.get("read") or ""))
+    if read is None or read.year < 2000:
         return None
     networks = data.get("networks") or {}
     net = sum(
@@ -120,21 +120,6 @@ def counters_from_stats(data: Any) -> Counters | None:
     )
     cpu = int(((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0))
     return Counters(read=read.timestamp(), net_bytes=net, cpu_ns=cpu)
-
-
-def _now_label() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: str) -> datetime:
-    value = value.replace("Z", "+00:00")
-    # Docker writes nanoseconds; Python reads at most microseconds.
-    value = re.sub(r"(\.\d{6})\d+", r"\1", value)
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return datetime.fromtimestamp(0, UTC)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class DockerBackend:
@@ -189,7 +174,7 @@ class DockerBackend:
             app=app,
             slug=labels.get(f"{LABEL}.slug", ""),
             user=labels.get(f"{LABEL}.user", ""),
-            created=_parse_time(labels.get(f"{LABEL}.created", "")),
+            created=parse_iso(labels.get(f"{LABEL}.created", "")) or _EPOCH,
             state=status,
             exit_code=exit_code,
             address=address,
@@ -274,7 +259,7 @@ class DockerBackend:
                 f"{LABEL}.app": app.name,
                 f"{LABEL}.slug": slug,
                 f"{LABEL}.user": user,
-                f"{LABEL}.created": _now_label(),
+                f"{LABEL}.created": iso_now_ms(),
             },
             "ExposedPorts": {f"{app.port}/tcp": {}},
             "HostConfig": host_config,

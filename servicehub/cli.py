@@ -22,7 +22,6 @@ from typing import Any
 import aiohttp
 
 from . import __version__
-from .activity import human, iso
 from .backend import DockerBackend, SessionInfo
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .docker_client import DockerClient, DockerError, DockerUnreachable, unreachable_reason
@@ -33,6 +32,7 @@ from .reaper import ERROR, Reaper, ReaperBusy, Row, state_path
 from .reaper_state import load_state
 from .routes import RouteStore
 from .sessions import LOCK_TIMEOUT, SessionManager
+from .times import human, iso
 
 # One meaning per status, whatever the command.
 EXIT_OK = 0

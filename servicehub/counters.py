@@ -17,12 +17,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-from .activity import Counters
+from typing import Any
 
 PROC = Path("/proc")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One sample of a container's cumulative counters.
+
+    A backend stamps ``read`` with the wall clock (unix time, as Docker's stats API does); the
+    reaper re-stamps it on the monotonic clock (``sample_time``) before it computes a rate or
+    keeps the sample, so a rate is always over monotonic seconds of one boot."""
+
+    read: float  # when the sample was taken: unix time from a backend, monotonic in the reaper
+    net_bytes: int  # received + sent on all of the container's interfaces
+    cpu_ns: int  # CPU time used since the container started
+    pid: int = 0  # the container's main process they were read through; 0: Docker's API
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "net_bytes": self.net_bytes,
+            "cpu_ns": self.cpu_ns,
+            "pid": self.pid,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Counters | None:
+        if isinstance(data, dict):
+            read, net, cpu = data.get("read"), data.get("net_bytes"), data.get("cpu_ns")
+            pid = data.get("pid", 0)
+            if (
+                isinstance(read, (int, float))
+                and isinstance(net, int)
+                and isinstance(cpu, int)
+                and isinstance(pid, int)
+            ):
+                return cls(float(read), net, cpu, pid)
+        return None
 
 
 def net_bytes(net_dev: str) -> int:

@@ -38,12 +38,10 @@ from .activity import (
     KEEP,
     REAP,
     Activity,
-    Counters,
     Decision,
     Instant,
     Timeline,
     decide,
-    iso,
     latest,
     parse_report,
     sample_time,
@@ -52,6 +50,7 @@ from .activity import (
 )
 from .backend import Backend, SessionInfo
 from .config import AppConfig, Config
+from .counters import Counters
 from .journal import ACTIVITY_EVENTS, DaemonSource, JournalEvent, event, read_events
 from .locks import SessionLocks
 from .probes import poll_until, traefik_has_router
@@ -63,6 +62,7 @@ from .reaper_state import (
     save_state,
 )
 from .routes import RouteStore
+from .times import iso
 
 log = logging.getLogger("servicehub.reaper")
 SKIP, ERROR = "skip", "error"

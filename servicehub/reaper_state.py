@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .accesslog import LogPosition
-from .activity import Activity, Counters
-from .routes import write_atomic
+from .activity import Activity
+from .counters import Counters
+from .files import write_atomic
 
 log = logging.getLogger("servicehub.reaper")
 STATE_FILE = "reaper.json"

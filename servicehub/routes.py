@@ -10,15 +10,14 @@ produced by ``json.dumps`` and escaped further by ``dump_route_file``: no templa
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import AppConfig, Config
+from .files import write_atomic
 from .session_key import SessionKey, route_file_prefix
 
 INTERNAL_PRIORITY = 10_000_000
@@ -142,28 +141,6 @@ def render_base(config: Config) -> dict[str, Any]:
             }
         }
     return {"http": http}
-
-
-def write_atomic(path: Path, content: str, mode: int = 0o640) -> bool:
-    """Write via a temp file + rename so Traefik never reads half a file. False if unchanged."""
-    try:
-        if path.read_text(encoding="utf-8") == content:
-            return False
-    except FileNotFoundError:
-        pass
-    # The ".tmp" suffix keeps Traefik's file provider from loading the partial file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 class RouteStore:

@@ -4,11 +4,9 @@ import pytest
 
 from servicehub.activity import (
     Activity,
-    Counters,
     Instant,
     Timeline,
     decide,
-    human,
     latest,
     parse_report,
     sample_time,
@@ -16,6 +14,8 @@ from servicehub.activity import (
     usage_between,
 )
 from servicehub.config import parse_config
+from servicehub.counters import Counters
+from servicehub.times import human
 
 T0 = 1_800_000_000.0  # the spawn
 MIN, HOUR = 60.0, 3600.0

@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from servicehub.activity import Counters, Instant
+from servicehub.activity import Instant
 from servicehub.backend import SessionInfo
 from servicehub.config import parse_config
+from servicehub.counters import Counters
 from servicehub.journal import JournalEvent
 from servicehub.reaper import ENDPOINT_MAX_BYTES, ENDPOINT_TIMEOUT, Reaper, ask_endpoint
 from servicehub.reaper_state import load_state

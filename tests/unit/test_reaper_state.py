@@ -1,7 +1,8 @@
 import json
 
 from servicehub.accesslog import LogPosition
-from servicehub.activity import Activity, Counters
+from servicehub.activity import Activity
+from servicehub.counters import Counters
 from servicehub.reaper_state import ReaperState, SessionRecord, load_state, save_state
 
 
