@@ -28,10 +28,12 @@ from .docker_client import DockerClient, DockerError, DockerUnreachable, unreach
 from .identity import make_slug
 from .journal import setup_logging
 from .locks import SessionLocks
+from .probes import Http
 from .reaper import ERROR, Reaper, ReaperBusy, Row, state_path
 from .reaper_state import load_state
 from .routes import RouteStore
-from .sessions import LOCK_TIMEOUT, SessionManager
+from .sessions import SessionManager
+from .teardown import Teardown
 from .times import human, iso
 
 # One meaning per status, whatever the command.
@@ -202,20 +204,26 @@ def _printable(value: str) -> str:
 
 async def _stop(config: Config, user: str, app: str | None) -> int:
     backend = DockerBackend(config)
-    routes = RouteStore(config)
-    locks = SessionLocks(config.state_dir / "locks")
+    http = Http()
+    teardown = Teardown(
+        config.hub,
+        config.traefik.api_url,
+        backend,
+        RouteStore(config),
+        SessionLocks.of_hub(config.state_dir),
+        http,
+    )
     stopped = 0
     try:
         for info in await backend.list_sessions():
             if user not in (info.user, info.slug) or (app is not None and info.app != app):
                 continue
-            # Like the reaper: the route first, under the lock a spawn of this session takes.
-            async with locks.hold(*info.key, LOCK_TIMEOUT):
-                routes.remove_session(*info.key)
-                await backend.remove(info.container_id)
+            # Whatever container the session has by then: an operator stops the session.
+            await teardown.stop(info.key)
             print(f"stopped {info.name}")
             stopped += 1
     finally:
+        await http.close()
         await backend.close()
     return stopped
 

@@ -21,6 +21,9 @@ from pathlib import Path
 from .session_key import SessionKey
 
 log = logging.getLogger("servicehub.locks")
+# How long a spawn or a person's stop waits for another holder of a session's lock. The reaper
+# holds it for one container removal and one route file, so this is long.
+LOCK_TIMEOUT = 30.0
 
 
 class Held:
@@ -44,6 +47,11 @@ class Held:
 class SessionLocks:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    @classmethod
+    def of_hub(cls, state_dir: Path) -> SessionLocks:
+        """The locks the daemon, the reaper and the CLI share: ``<state_dir>/locks``."""
+        return cls(state_dir / "locks")
 
     def path(self, app: str, slug: str) -> Path:
         return self.directory / SessionKey(app, slug).lock_file

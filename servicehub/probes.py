@@ -10,6 +10,27 @@ import aiohttp
 from .config import Readiness
 
 
+class Http:
+    """One HTTP client for the probes, made on first use (inside the event loop). ``given``
+    (a test's, a caller's) is used as is and left open; one made here is closed by ``close``."""
+
+    def __init__(self, given: aiohttp.ClientSession | None = None) -> None:
+        self._given = given
+        self._own: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self._given is not None:
+            return self._given
+        if self._own is None or self._own.closed:
+            self._own = aiohttp.ClientSession()
+        return self._own
+
+    async def close(self) -> None:
+        if self._own is not None:
+            await self._own.close()
+            self._own = None
+
+
 async def app_answers(
     session: aiohttp.ClientSession, address: str, port: int, readiness: Readiness
 ) -> bool:

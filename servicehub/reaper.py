@@ -53,7 +53,7 @@ from .config import AppConfig, Config
 from .counters import Counters
 from .journal import ACTIVITY_EVENTS, DaemonSource, JournalEvent, event, read_events
 from .locks import SessionLocks
-from .probes import poll_until, traefik_has_router
+from .probes import Http
 from .reaper_state import (
     STATE_FILE,
     ReaperState,
@@ -62,6 +62,7 @@ from .reaper_state import (
     save_state,
 )
 from .routes import RouteStore
+from .teardown import Ended, LockUnusable, Teardown
 from .times import iso
 
 log = logging.getLogger("servicehub.reaper")
@@ -69,7 +70,6 @@ SKIP, ERROR = "skip", "error"
 PARALLEL = 32  # Docker API calls in flight at once
 ENDPOINT_TIMEOUT = 2.0
 ENDPOINT_MAX_BYTES = 64 * 1024  # an activity report is a few bytes; more is no signal
-ROUTE_TIMEOUT = 10.0  # how long a removal waits for Traefik to drop the session's router
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 T = TypeVar("T")
 
@@ -141,9 +141,11 @@ class Reaper:
         self.backend = backend
         self.routes = routes
         self.now = now
-        self.locks = locks or SessionLocks(config.state_dir / "locks")
-        self.http = http
-        self._own_http: aiohttp.ClientSession | None = None
+        self.locks = locks or SessionLocks.of_hub(config.state_dir)
+        self.http = Http(http)
+        self.teardown = Teardown(
+            config.hub, config.traefik.api_url, backend, routes, self.locks, self.http
+        )
         self.journal = journal
         self.state_file = state_file or state_path(config)
 
@@ -326,7 +328,7 @@ class Reaper:
         asking = [i for i in running if self.config.apps[i.app].activity_endpoint and i.address]
         if not asking:
             return [], {}
-        http = await self._http()
+        http = self.http()
 
         async def ask(info: SessionInfo) -> Activity | None:
             return await ask_endpoint(http, self.config.apps[info.app], info, now.wall)
@@ -337,66 +339,38 @@ class Reaper:
     async def _reap(
         self, row: Row, info: SessionInfo, decision: Decision, position: LogPosition | None
     ) -> None:
-        try:
-            self.locks.prepare()
-            held = self.locks.try_acquire(*info.key)
-        except OSError as exc:
-            row.decision, row.reason = ERROR, f"session lock unusable ({exc}); not removed"
-            return
-        if held is None:
-            row.decision, row.reason = SKIP, "the daemon is starting or re-routing it: next run"
-            return
-        with held:
-            try:
-                await self._remove_locked(row, info, decision, position)
-            except Exception as exc:
-                log.exception("removing %s failed", info.name)
-                row.decision, row.reason = ERROR, f"removal failed: {exc}"
-
-    async def _remove_locked(
-        self, row: Row, info: SessionInfo, decision: Decision, position: LogPosition | None
-    ) -> None:
-        if decision.kind == "idle":
-            # Last look: a request logged while this run was deciding keeps the session. Every
-            # line after this run's position is such a request, whatever its wall-clock time.
+        async def request_arrived() -> bool:
+            """Last look: a request logged while this run was deciding keeps the session. Every
+            line after this run's position is such a request, whatever its wall-clock time."""
+            if decision.kind != "idle":
+                return False
             late, _ = read_new_requests(self.config.traefik.access_log, position)
             when = late.get(info.key.provider_router(self.config.hub))
             if when is not None and (position is not None or when > decision.last.time):
-                row.decision, row.reason = KEEP, "a request arrived during this run"
                 row.last_activity, row.source, row.idle_for = when, "access-log", 0.0
-                return
-        current = await self.backend.get(info.app, info.slug)
-        if current is not None and current.container_id != info.container_id:
-            row.decision, row.reason = SKIP, "replaced by a new container meanwhile"
+                return True
+            return False
+
+        try:
+            ended = await self.teardown.stop(
+                info.key, info.container_id, wait=None, last_look=request_arrived
+            )
+        except LockUnusable as exc:
+            row.decision, row.reason = ERROR, f"session lock unusable ({exc}); not removed"
             return
-        # The route first, and until Traefik has dropped it: a request from then on reaches the
-        # daemon, which waits for this lock and spawns a fresh container, instead of meeting a
-        # dying one (a 502).
-        self.routes.remove_session(*info.key)
-        if current is not None and current.running:
-            await self._route_gone(info.key.provider_router(self.config.hub))
-        if current is not None:
-            await self.backend.remove(info.container_id)
-
-    async def _route_gone(self, name: str) -> None:
-        http = await self._http()
-        api = self.config.traefik.api_url
-
-        async def gone() -> bool:
-            return not await traefik_has_router(http, api, name)
-
-        if not await poll_until(gone, ROUTE_TIMEOUT):
-            log.warning("Traefik still routes %s after %g s; removing anyway", name, ROUTE_TIMEOUT)
-
-    async def _http(self) -> aiohttp.ClientSession:
-        if self.http is None:
-            self.http = self._own_http = aiohttp.ClientSession()
-        return self.http
+        except Exception as exc:
+            log.exception("removing %s failed", info.name)
+            row.decision, row.reason = ERROR, f"removal failed: {exc}"
+            return
+        if ended is Ended.BUSY:
+            row.decision, row.reason = SKIP, "the daemon is starting or re-routing it: next run"
+        elif ended is Ended.KEPT:
+            row.decision, row.reason = KEEP, "a request arrived during this run"
+        elif ended is Ended.REPLACED:
+            row.decision, row.reason = SKIP, "replaced by a new container meanwhile"
 
     async def close(self) -> None:
-        if self._own_http is not None:
-            await self._own_http.close()
-            self._own_http = self.http = None
+        await self.http.close()
 
     def _log(self, row: Row, dry_run: bool) -> None:
         verb = {KEEP: "keep", REAP: "reaped", SKIP: "skipped", ERROR: "error"}[row.decision]

@@ -20,16 +20,14 @@ import aiohttp
 from .backend import Backend, SessionEvent, SessionInfo, SpawnError
 from .config import AppConfig, Config
 from .journal import event
-from .locks import SessionLocks
-from .probes import app_answers, poll_until, traefik_has_router
+from .locks import LOCK_TIMEOUT, SessionLocks
+from .probes import Http, app_answers, poll_until, traefik_has_router
 from .routes import RouteStore, SessionRoute
 from .session_key import SessionKey
+from .teardown import Ended, Teardown
 
 log = logging.getLogger("servicehub.sessions")
 ROUTE_TIMEOUT = 15.0
-# A spawn waits this long for the reaper to finish removing the session's old container. The
-# reaper holds a session's lock for one container removal and one route file, so this is long.
-LOCK_TIMEOUT = 30.0
 _VERSIONS = itertools.count(1)
 
 
@@ -101,24 +99,24 @@ class SessionManager:
         self.backend = backend
         self.routes = routes
         self.now = now
-        self.locks = locks or SessionLocks(config.state_dir / "locks")
+        self.locks = locks or SessionLocks.of_hub(config.state_dir)
         self.sessions: dict[SessionKey, Session] = {}
         self._locks: dict[SessionKey, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._http: aiohttp.ClientSession | None = None
+        self._http = Http()
+        self.teardown = Teardown(
+            config.hub, config.traefik.api_url, backend, routes, self.locks, self._http
+        )
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession()
-        return self._http
+        return self._http()
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
+        await self._http.close()
 
     def _lock(self, key: SessionKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -381,15 +379,15 @@ class SessionManager:
             await self.backend.remove(session.container_id)
 
     async def stop(self, app: str, slug: str) -> bool:
+        """End a session (for hub pages): the same teardown as the reaper's and the CLI's.
+        False if there was nothing to stop."""
         key = SessionKey(app, slug)
-        async with self._lock(key), self.locks.hold(*key, LOCK_TIMEOUT):
-            session = self.sessions.get(key)
-            info = await self.backend.get(*key)
-            if info is not None:
-                await self.backend.remove(info.container_id)
-            self.routes.remove_session(*key)
-            self.sessions.pop(key, None)
-            return session is not None or info is not None
+        async with self._lock(key):
+            session = self.sessions.pop(key, None)
+            ended = await self.teardown.stop(key)
+            if session is not None:
+                await session.set(State.STOPPED, "Your session has ended")
+            return session is not None or ended is Ended.REMOVED
 
     # --- engine events ------------------------------------------------------------------
     async def handle_event(self, event: SessionEvent) -> None:
