@@ -14,7 +14,8 @@ from yarl import URL
 from . import pages
 from .config import RESERVED_PREFIX, AppConfig, Config
 from .identity import Identity, IdentityError, parse_identity, secret_matches
-from .sessions import Session, SessionManager, State
+from .session_state import Session, State
+from .sessions import SessionManager
 
 log = logging.getLogger("servicehub.server")
 
@@ -201,6 +202,15 @@ class Handlers:
         self.config = config
         self.manager = manager
 
+    def _named_app(self, request: web.Request, name: str) -> tuple[Identity, AppConfig]:
+        """The caller, and the app a daemon API request names, which they may use."""
+        identity = identify(request, self.config)
+        app = self.config.apps.get(name)
+        if app is None:
+            raise Refused(404, "Unknown app", "No such app on this hub.")
+        authorize(app, identity)
+        return identity, app
+
     async def spawn(self, request: web.Request) -> web.StreamResponse:
         try:
             identity = identify(request, self.config)
@@ -224,12 +234,8 @@ class Handlers:
         """The explicit start for scripts and hub pages: ``POST /_servicehub/api/start?app=``."""
         form = await request.post()
         try:
-            identity = identify(request, self.config)
             name = request.query.get("app") or str(form.get("app", ""))
-            app = self.config.apps.get(name)
-            if app is None:
-                raise Refused(404, "Unknown app", "No such app on this hub.")
-            authorize(app, identity)
+            identity, app = self._named_app(request, name)
         except Refused as exc:
             return refusal(request, exc)
         session = self.manager.get(app.name, identity.slug)
@@ -243,11 +249,7 @@ class Handlers:
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         try:
-            identity = identify(request, self.config)
-            app = self.config.apps.get(request.query.get("app", ""))
-            if app is None:
-                raise Refused(404, "Unknown app", "No such app on this hub.")
-            authorize(app, identity)
+            identity, app = self._named_app(request, request.query.get("app", ""))
         except Refused as exc:
             return refusal(request, exc)
         session = self.manager.get(app.name, identity.slug)
@@ -271,11 +273,7 @@ class Handlers:
     async def retry(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         try:
-            identity = identify(request, self.config)
-            app = self.config.apps.get(str(form.get("app", "")))
-            if app is None:
-                raise Refused(404, "Unknown app", "No such app on this hub.")
-            authorize(app, identity)
+            identity, app = self._named_app(request, str(form.get("app", "")))
         except Refused as exc:
             return refusal(request, exc)
         await self.manager.ensure(app, identity.user, identity.slug, retry=True)  # a click

@@ -8,7 +8,8 @@ from servicehub.backend import SessionInfo
 from servicehub.config import parse_config
 from servicehub.locks import SessionLocks
 from servicehub.routes import RouteStore
-from servicehub.sessions import Session, SessionManager, State
+from servicehub.session_state import Session, State
+from servicehub.sessions import SessionManager
 
 
 class GoneBackend:

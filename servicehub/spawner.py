@@ -1,0 +1,194 @@
+"""Bringing one session up: container, readiness, route, Traefik; and routing a ready one again.
+
+Each step moves the session's state (what the wait page shows). One user's failure ends in
+their error page and a log line, never in the daemon's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .backend import Backend, SessionInfo, SpawnError
+from .config import AppConfig, Config
+from .locks import LOCK_TIMEOUT, SessionLocks
+from .probes import Http, app_answers, poll_until, traefik_has_router
+from .routes import RouteStore, SessionRoute
+from .session_state import Session, SessionTable, State
+
+log = logging.getLogger("servicehub.sessions")
+ROUTE_TIMEOUT = 15.0  # how long a spawn waits for Traefik to serve the new route
+
+
+def route_of(session: Session) -> SessionRoute:
+    assert session.url is not None
+    return SessionRoute(app=session.app, slug=session.slug, user=session.user, url=session.url)
+
+
+class Spawner:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        routes: RouteStore,
+        locks: SessionLocks,
+        table: SessionTable,
+        http: Http,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.routes = routes
+        self.locks = locks
+        self.table = table
+        self.http = http
+
+    async def spawn(self, session: Session, app: AppConfig) -> None:
+        # The reaper holds this lock while it removes the session's old container.
+        async with self.locks.hold(*session.key, LOCK_TIMEOUT):
+            await self._spawn_locked(session, app)
+
+    async def _spawn_locked(self, session: Session, app: AppConfig) -> None:
+        try:
+            info = await self.backend.spawn(app, session.user, session.slug)
+            session.container_id = info.container_id
+            if not info.running or info.address is None:
+                raise SpawnError(await self._exit_reason(info))
+            session.url = f"http://{info.address}:{app.port}"
+            log.info(
+                "spawned app=%s slug=%s container=%s",
+                app.name,
+                session.slug,
+                info.name,
+                extra=session.fields(self.config.hub, "spawned"),
+            )
+            await session.set(State.STARTING, "Starting the app")
+            await self._wait_ready(session, app, info.address)
+            await self._route_up(session, app)
+        except SpawnError as exc:
+            await self.fail(session, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one user's failure must never take the daemon down
+            log.exception("spawn of app=%s slug=%s failed", app.name, session.slug)
+            await self.fail(session, f"an internal error occurred ({type(exc).__name__})")
+
+    async def _wait_ready(self, session: Session, app: AppConfig, address: str) -> None:
+        loop = asyncio.get_running_loop()
+        last_check = loop.time()
+
+        async def ready() -> bool:
+            nonlocal last_check
+            if await app_answers(self.http(), address, app.port, app.readiness):
+                return True
+            if loop.time() - last_check > 0.5 and session.container_id:
+                last_check = loop.time()
+                info = await self.backend.get(app.name, session.slug)
+                if info is None or not info.running:
+                    raise SpawnError(await self._exit_reason(info))
+            return False
+
+        if not await poll_until(ready, app.start_timeout):
+            raise SpawnError(f"the app did not answer within {app.start_timeout:g} s")
+
+    async def _exit_reason(self, info: SessionInfo | None) -> str:
+        if info is None:
+            return "the container disappeared while starting"
+        logs = await self.backend.logs_tail(info.container_id)
+        log.warning(
+            "container %s exited with code %s; last output:\n%s", info.name, info.exit_code, logs
+        )
+        return f"the app stopped while starting (exit code {info.exit_code})"
+
+    async def _route_up(self, session: Session, app: AppConfig) -> None:
+        """Write the route, wait until Traefik serves it, then (container still up) ready."""
+        await session.set(State.ROUTING, "Connecting you to your app")
+        self.routes.write_session(route_of(session))
+        name = session.key.provider_router(self.config.hub)
+        api = self.config.traefik.api_url
+        if not await poll_until(lambda: traefik_has_router(self.http(), api, name), ROUTE_TIMEOUT):
+            raise SpawnError("the proxy did not pick up the route to your app")
+        info = await self.backend.get(app.name, session.slug)
+        if info is None or not info.running or info.container_id != session.container_id:
+            raise SpawnError(await self._exit_reason(info))
+        await session.set(State.READY, "Ready")
+        elapsed = time.monotonic() - session.started
+        log.info(
+            "ready app=%s slug=%s after %.3f s",
+            app.name,
+            session.slug,
+            elapsed,
+            extra=session.fields(self.config.hub, "ready", seconds=f"{elapsed:.3f}"),
+        )
+
+    async def reroute(self, session: Session, app: AppConfig, may_spawn: bool = True) -> None:
+        """A ready session's request reached the daemon: route again, never kill a good app.
+        If its container is gone (reaped, removed; the event not handled yet), spawn anew, or,
+        for a request no person made, forget the session."""
+        async with self.locks.hold(*session.key, LOCK_TIMEOUT):
+            try:
+                info = await self.backend.get(app.name, session.slug)
+                gone = info is None or not info.running or info.container_id != session.container_id
+            except Exception:  # Docker unreachable: route again as before, never kill
+                log.exception("checking app=%s slug=%s failed", app.name, session.slug)
+                gone = False
+            if gone and not may_spawn:
+                await self._forget(
+                    session, "lost its container; a background request does not start it"
+                )
+                return
+            if gone:
+                log.info(
+                    "session app=%s slug=%s lost its container; spawning a new one",
+                    app.name,
+                    session.slug,
+                )
+                self.routes.remove_session(*session.key)
+                session.container_id, session.url = None, None
+                session.started = time.monotonic()
+                await session.set(State.CREATING, "Creating your container")
+                await self._spawn_locked(session, app)
+                return
+            await self._reroute_locked(session, app)
+
+    async def _reroute_locked(self, session: Session, app: AppConfig) -> None:
+        try:
+            await self._route_up(session, app)
+        except SpawnError as exc:
+            info = await self.backend.get(app.name, session.slug)
+            if info is not None and info.running:
+                log.warning(
+                    "re-route of app=%s slug=%s failed (%s); keeping the container",
+                    app.name,
+                    session.slug,
+                    exc,
+                )
+                await session.set(State.READY, "Ready")
+            else:
+                await self.fail(session, str(exc))
+        except Exception:
+            log.exception("re-route of app=%s slug=%s failed", app.name, session.slug)
+            await session.set(State.READY, "Ready")
+
+    async def fail(self, session: Session, reason: str) -> None:
+        """Always ends in FAILED, even when Docker cannot be reached to clean up."""
+        log.error(
+            "session app=%s slug=%s failed: %s",
+            session.app,
+            session.slug,
+            reason,
+            extra=session.fields(self.config.hub, "failed", reason=reason),
+        )
+        try:
+            self.routes.remove_session(*session.key)
+            if session.container_id is not None:
+                await self.backend.remove(session.container_id)
+        except Exception:
+            log.exception("cleanup of failed session app=%s slug=%s", session.app, session.slug)
+        await session.set(State.FAILED, reason)
+
+    async def _forget(self, session: Session, why: str) -> None:
+        log.info("session app=%s slug=%s %s", session.app, session.slug, why)
+        self.table.drop(session)
+        self.routes.remove_session(*session.key)
+        await session.set(State.STOPPED, "Your session has ended")
