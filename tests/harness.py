@@ -26,9 +26,19 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+ROLES = ROOT / "roles"
 EXAMPLE_IMAGE = "servicehub-example/whoami:latest"
-USER_HEADER = "X-Servicehub-User"
-SECRET_HEADER = "X-Servicehub-Proxy-Secret"
+
+
+def role_defaults(role: str) -> dict[str, Any]:
+    """A role's defaults/main.yml: the one definition of the names the hub's parts share."""
+    return yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {}
+
+
+# The identity headers Apache sets on a real hub (the test client sends them itself).
+USER_HEADER: str = role_defaults("servicehub")["servicehub_user_header"]
+SECRET_HEADER: str = role_defaults("servicehub")["servicehub_proxy_secret_header"]
+TRAEFIK_TEMPLATE = ROLES / "traefik" / "templates" / "etc" / "traefik" / "traefik.yml.j2"
 
 
 def free_port() -> int:
@@ -49,39 +59,36 @@ def traefik_binary() -> str:
 def traefik_static_config(
     web_port: int, api_port: int, routes_dir: Path, access_log: Path, user_header: str = USER_HEADER
 ) -> dict[str, Any]:
-    """The static config the Ansible role installs too (kept in step with it by hand)."""
-    return {
-        "entryPoints": {
-            # Names like X_Servicehub_User alias the identity header for CGI/WSGI-style apps:
-            # drop them before routing so a client cannot smuggle an identity past Apache.
-            "web": {
-                "address": f"127.0.0.1:{web_port}",
-                "http": {"aliasHeadersStrategy": "delete"},
-                # Apache (on loopback) terminates TLS: keep its X-Forwarded-Proto/-For for apps.
-                "forwardedHeaders": {"trustedIPs": ["127.0.0.1/32", "::1/128"]},
-            },
-            "traefik": {"address": f"127.0.0.1:{api_port}"},  # API and metrics: loopback only
-        },
-        "api": {"insecure": True, "dashboard": False},
-        "ping": {"entryPoint": "traefik"},
-        "metrics": {"prometheus": {"entryPoint": "traefik"}},
-        # The file provider waits 2 s before applying a change by default; new routes must be
-        # served at once, and the daemon writes each file in one atomic rename anyway.
-        "providers": {
-            "providersThrottleDuration": "0s",
-            "file": {"directory": str(routes_dir), "watch": True},
-        },
-        "accessLog": {
-            "filePath": str(access_log),
-            "format": "json",
-            "fields": {
-                "defaultMode": "keep",
-                "headers": {"defaultMode": "drop", "names": {user_header: "keep"}},
-            },
-        },
-        "log": {"level": "INFO"},
-        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+    """The static config the traefik role installs: its template, rendered by Ansible from the
+    role's defaults and vars (and servicehub's header names), with this hub's ports and paths in
+    place of the host's. One source: a change to the role is what the integration tests run."""
+    # Imported here: loading Ansible takes about half a second, and most users of this module
+    # never start Traefik.
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    loader = DataLoader()
+    variables: dict[str, Any] = {}
+    # Trusted as templates, as Ansible trusts a role's own files (the vars refer to each other).
+    for path in (
+        ROLES / "servicehub" / "defaults" / "main.yml",
+        ROLES / "traefik" / "defaults" / "main.yml",
+        ROLES / "traefik" / "vars" / "main.yml",
+    ):
+        variables |= loader.load_from_file(str(path), trusted_as_template=True) or {}
+    variables |= {
+        "ansible_managed": "rendered by tests/harness.py",
+        "traefik_web_port": web_port,
+        "traefik_api_port": api_port,
+        "traefik_dynamic_dir": str(routes_dir),
+        "traefik_log_dir": str(access_log.parent),
+        "__traefik_access_log": str(access_log),
+        "servicehub_user_header": user_header,
     }
+    templar = Templar(loader=loader, variables=variables)
+    rendered = templar.template(trust_as_template(TRAEFIK_TEMPLATE.read_text()))
+    config: dict[str, Any] = yaml.safe_load(rendered)
+    return config
 
 
 def wait_for(check: Any, timeout: float, what: str, interval: float = 0.05) -> Any:

@@ -4,12 +4,13 @@ else, and it always acts as the servicehub account (what it writes stays the dae
 import json
 
 import pytest
+from hub_variables import VARIABLES
 
-CLI = "/usr/local/bin/servicehub"
-OPERATORS = "servicehub-operators"  # servicehub_operators_group's default
+CLI = VARIABLES["__servicehub_cli"]
+OPERATORS = VARIABLES["servicehub_operators_group"]
 OPERATOR = "svh-test-operator"  # a member of the group
 OUTSIDER = "svh-test-outsider"  # an ordinary local account
-STATE = "/var/lib/servicehub"
+STATE = VARIABLES["__servicehub_home"]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,9 @@ def test_the_command_is_on_roots_path_and_only_root_may_change_it(host):
     assert host.run_test("command -v servicehub").stdout.strip() == CLI
     wrapper = host.file(CLI)
     assert (wrapper.user, wrapper.group, wrapper.mode) == ("root", "root", 0o755)
-    sudoers = host.file(f"/etc/sudoers.d/{OPERATORS}")
+    sudoers = host.file(VARIABLES["__servicehub_sudoers"])
     assert (sudoers.user, sudoers.mode) == ("root", 0o440)
-    assert host.run_test(f"visudo -cf /etc/sudoers.d/{OPERATORS}").rc == 0
+    assert host.run_test(f"visudo -cf {VARIABLES['__servicehub_sudoers']}").rc == 0
 
 
 @pytest.mark.parametrize("user", [None, OPERATOR], ids=["root", "operator"])
@@ -59,7 +60,7 @@ def test_another_account_is_refused(host, accounts):
 def test_it_reads_as_the_servicehub_account_not_as_its_caller(host, accounts, user):
     """A config readable by root only is unreadable to the command, even when root runs it;
     one readable by group servicehub (and not by the operator) is read."""
-    config = "/etc/servicehub/servicehub.yml"
+    config = VARIABLES["__servicehub_config_path"]
     host.run_test(f"install -m 0600 -o root -g root {config} /tmp/root-only.yml")
     host.run_test(f"install -m 0640 -o root -g servicehub {config} /tmp/hub-only.yml")
     refused = host.run(as_user(user, "servicehub -c /tmp/root-only.yml check-config"))

@@ -5,7 +5,15 @@ import time
 from datetime import datetime
 
 import pytest
+from hub_variables import VARIABLES
 
+USER_HEADER = VARIABLES["servicehub_user_header"]
+SECRET_HEADER = VARIABLES["servicehub_proxy_secret_header"]
+LOOPBACK_PORTS = (
+    VARIABLES["traefik_web_port"],
+    VARIABLES["traefik_api_port"],
+    VARIABLES["servicehub_listen_port"],
+)
 UNITS = ["docker", "traefik", "servicehub", "apache2"]
 
 
@@ -45,8 +53,9 @@ def test_units_are_active_and_valid(host, unit):
 def test_traefik_came_from_the_checksummed_release_archive(host):
     binary = host.file("/usr/local/bin/traefik")
     assert binary.is_symlink
-    assert binary.linked_to.startswith("/opt/traefik/3.7.15/")
-    assert "3.7.15" in host.run_test("/usr/local/bin/traefik version").stdout
+    version = VARIABLES["traefik_version"]
+    assert binary.linked_to.startswith(f"{VARIABLES['__traefik_home']}/{version}/")
+    assert version in host.run_test("/usr/local/bin/traefik version").stdout
 
 
 def test_certbot_timer_is_active(host):
@@ -54,7 +63,7 @@ def test_certbot_timer_is_active(host):
 
 
 def test_loopback_only_listeners(host):
-    for port in (881, 899, 890):
+    for port in LOOPBACK_PORTS:
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
         assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
     assert host.socket("tcp://0.0.0.0:80").is_listening or host.socket("tcp://:::80").is_listening
@@ -120,11 +129,11 @@ def test_client_sent_identity_headers_are_ignored(host, pebble_root):
         host,
         "bob",
         "--header",
-        "X-Servicehub-User: alice@example.org",
+        f"{USER_HEADER}: alice@example.org",
         "--header",
-        "X_Servicehub_User: alice@example.org",
+        f"{USER_HEADER.replace('-', '_')}: alice@example.org",
         "--header",
-        "X-Servicehub-Proxy-Secret: guess",
+        f"{SECRET_HEADER}: guess",
         ca=pebble_root,
     )
     info = json.loads(result["body"])

@@ -40,7 +40,10 @@ class RecordingRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         self.seen.append(newurl)
-        if self.stop_at_callback and newurl.startswith(HUB) and "/oidc/redirect?" in newurl:
+        # The callback: back at the hub with the provider's authorization response (whatever
+        # path apache_oidc_redirect_path gives it).
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(newurl).query)
+        if self.stop_at_callback and newurl.startswith(HUB) and {"code", "state"} <= query.keys():
             raise StoppedAtCallback(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 

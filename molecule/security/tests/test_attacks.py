@@ -43,11 +43,11 @@ def var_files(directory: Path, name: str) -> list[Path]:
 
 
 def scenario_variables() -> dict:
-    """The hub's variables as this scenario sets them: the servicehub role's defaults, then the
-    group_vars and host_vars that molecule.yml links into the inventory."""
+    """The hub's variables as this scenario sets them: the traefik and servicehub roles'
+    defaults, then the group_vars and host_vars that molecule.yml links into the inventory."""
     molecule = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
     links = molecule["provisioner"]["inventory"]["links"]
-    files = [ROOT / "roles" / "servicehub" / "defaults" / "main.yml"]
+    files = [ROOT / "roles" / role / "defaults" / "main.yml" for role in ("traefik", "servicehub")]
     if "group_vars" in links:
         group_vars = SCENARIO / links["group_vars"]
         files += var_files(group_vars, "all") + var_files(group_vars, "hub")
@@ -72,10 +72,15 @@ IDENTITY_HEADERS = (USER_HEADER, GROUPS_HEADER, SECRET_HEADER)
 HUB = "hub.test"
 ALICE = "alice@example.org"
 FORGED = "mallet@evil.test"
-ACCESS_LOG = "/var/log/traefik/access.json"
+ACCESS_LOG = f"{VARIABLES['traefik_log_dir']}/access.json"
 USER_FIELD = f"request_{go_header_name(USER_HEADER)}"
 APP_IMAGES = {"servicehub-example/whoami:latest"}
-BACKEND_PORTS = {"traefik web": 881, "traefik api": 899, "daemon": 890}
+WEB_PORT = VARIABLES["traefik_web_port"]
+API_PORT = VARIABLES["traefik_api_port"]
+DAEMON_PORT = VARIABLES["servicehub_listen_port"]
+BACKEND_PORTS = {"traefik web": WEB_PORT, "traefik api": API_PORT, "daemon": DAEMON_PORT}
+VOLUMES_ROOT = VARIABLES["servicehub_volumes_root"]
+ROUTES_DIR = VARIABLES["traefik_dynamic_dir"]
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -459,14 +464,14 @@ def connect_from_hub(host, address: str, port: int, user: str | None = None) -> 
 @pytest.mark.parametrize(
     ("user", "port", "expected"),
     [
-        ("www-data", 881, "open"),  # Apache proxies to Traefik
-        ("servicehub", 899, "open"),  # the daemon and the reaper ask Traefik's API
-        ("traefik", 890, "open"),  # Traefik forwards first requests to the daemon
-        ("nobody", 881, "closed"),
-        ("nobody", 899, "closed"),
-        ("nobody", 890, "closed"),
-        ("www-data", 899, "closed"),  # the API shows every route, the proxy secret included
-        ("www-data", 890, "closed"),
+        ("www-data", WEB_PORT, "open"),  # Apache proxies to Traefik
+        ("servicehub", API_PORT, "open"),  # the daemon and the reaper ask Traefik's API
+        ("traefik", DAEMON_PORT, "open"),  # Traefik forwards first requests to the daemon
+        ("nobody", WEB_PORT, "closed"),
+        ("nobody", API_PORT, "closed"),
+        ("nobody", DAEMON_PORT, "closed"),
+        ("www-data", API_PORT, "closed"),  # the API shows every route, the proxy secret included
+        ("www-data", DAEMON_PORT, "closed"),
     ],
 )
 def test_loopback_backends_accept_only_their_clients(host, user, port, expected):
@@ -594,7 +599,7 @@ def test_no_user_container_has_the_docker_socket_or_host_paths(host, alice, bob)
         container = container_of(host, user)
         for mount in container["Mounts"]:
             assert "docker.sock" not in mount["Source"]
-            assert mount["Source"].startswith("/var/lib/servicehub/volumes/"), mount
+            assert mount["Source"].startswith(f"{VOLUMES_ROOT}/"), mount
         assert container["HostConfig"]["Privileged"] is False
         assert container["HostConfig"]["CapDrop"] == ["ALL"]
         assert "no-new-privileges:true" in container["HostConfig"]["SecurityOpt"]
@@ -666,8 +671,8 @@ def test_lookalike_ids_never_share_anything(host, odd_users):
 
 def test_no_name_or_path_is_built_from_a_raw_id(host, odd_users):
     names = host.run_test("docker ps -a --format '{{.Names}}'").stdout.split()
-    volumes = host.run_test("ls /var/lib/servicehub/volumes").stdout.split()
-    routes = host.run_test("ls /etc/traefik/dynamic").stdout.split()
+    volumes = host.run_test(f"ls {VOLUMES_ROOT}").stdout.split()
+    routes = host.run_test(f"ls {ROUTES_DIR}").stdout.split()
     for name in names + volumes + routes:
         assert SAFE_NAME.match(name), name
         assert len(name) <= 128, name
@@ -675,7 +680,7 @@ def test_no_name_or_path_is_built_from_a_raw_id(host, odd_users):
 
 def test_every_route_traefik_loaded_is_valid_and_matches_one_exact_id(host, odd_users):
     routers = json.loads(
-        host.run_test("curl -s http://127.0.0.1:899/api/http/routers?per_page=1000").stdout
+        host.run_test(f"curl -s http://127.0.0.1:{API_PORT}/api/http/routers?per_page=1000").stdout
     )
     assert routers
     broken = [r["name"] for r in routers if r.get("status") != "enabled" or r.get("error")]

@@ -1,0 +1,31 @@
+"""The hub's variables as this scenario sets them, read from where they are defined: the roles'
+defaults and internal values, then the group_vars molecule.yml links
+into the inventory. The checks take ports, paths and names from here, never from a literal."""
+
+from pathlib import Path
+
+import yaml
+
+SCENARIO = Path(__file__).resolve().parents[1]
+ROLES = SCENARIO.parents[1] / "roles"
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def scenario_variables() -> dict:
+    files = [ROLES / role / "defaults" / "main.yml" for role in ("traefik", "servicehub")]
+    files += [ROLES / role / "vars" / "main.yml" for role in ("traefik", "servicehub")]
+    links = _load(SCENARIO / "molecule.yml")["provisioner"]["inventory"]["links"]
+    group_vars = SCENARIO / links["group_vars"]
+    for group in ("all", "hub"):
+        files += [p for p in [group_vars / f"{group}.yml"] if p.is_file()]
+        files += sorted((group_vars / group).glob("*.yml"))
+    variables: dict = {}
+    for path in files:
+        variables.update(_load(path))
+    return variables
+
+
+VARIABLES = scenario_variables()
