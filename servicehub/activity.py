@@ -14,6 +14,7 @@ monotonic time since then, so a step can never make fresh activity look old.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,24 @@ from .config import AppConfig
 from .counters import Counters
 from .times import human, parse_iso
 
-KEEP, REAP = "keep", "reap"
+
+class Verdict(enum.StrEnum):
+    """What the reaper does with a session: its report's ``decision``."""
+
+    KEEP = "keep"
+    REAP = "reap"
+    SKIP = "skip"  # left alone this run: not an app of the config, busy, or replaced
+    ERROR = "error"  # the removal failed
+
+
+class Why(enum.StrEnum):
+    """Why ``decide`` kept or reaped, for code (``Decision.reason`` says it for people)."""
+
+    STOPPED = "stopped"
+    LIFETIME = "lifetime"
+    GRACE = "grace"
+    IDLE = "idle"
+    ACTIVE = "active"
 
 
 @dataclass(frozen=True)
@@ -138,8 +156,8 @@ def usage_activity(app: AppConfig, usage: Usage | None, now: float) -> Activity 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # KEEP or REAP
-    kind: str  # why, for code: stopped, lifetime, grace, idle, active
+    action: Verdict  # KEEP or REAP from ``decide``; the reaper may turn it to SKIP or ERROR
+    kind: Why
     reason: str  # why, for people
     last: Activity  # the latest activity, the spawn at least
     idle_for: float
@@ -147,7 +165,7 @@ class Decision:
 
     @property
     def reap(self) -> bool:
-        return self.action == REAP
+        return self.action is Verdict.REAP
 
 
 def decide(
@@ -161,22 +179,28 @@ def decide(
     age = max(0.0, now - created)
     idle = max(0.0, now - best.time)
 
-    def verdict(action: str, kind: str, reason: str) -> Decision:
+    def verdict(action: Verdict, kind: Why, reason: str) -> Decision:
         return Decision(action, kind, reason, last=best, idle_for=idle, age=age)
 
     if not running:
-        return verdict(REAP, "stopped", "container not running")
+        return verdict(Verdict.REAP, Why.STOPPED, "container not running")
     if age >= app.max_lifetime:
         return verdict(
-            REAP, "lifetime", f"running {human(age)}, max_lifetime is {human(app.max_lifetime)}"
+            Verdict.REAP,
+            Why.LIFETIME,
+            f"running {human(age)}, max_lifetime is {human(app.max_lifetime)}",
         )
     if age < app.grace:
-        return verdict(KEEP, "grace", f"spawned {human(age)} ago, grace is {human(app.grace)}")
+        return verdict(
+            Verdict.KEEP, Why.GRACE, f"spawned {human(age)} ago, grace is {human(app.grace)}"
+        )
     if idle >= app.idle_timeout:
         return verdict(
-            REAP, "idle", f"idle for {human(idle)}, idle_timeout is {human(app.idle_timeout)}"
+            Verdict.REAP,
+            Why.IDLE,
+            f"idle for {human(idle)}, idle_timeout is {human(app.idle_timeout)}",
         )
-    return verdict(KEEP, "active", f"active {human(idle)} ago ({best.source})")
+    return verdict(Verdict.KEEP, Why.ACTIVE, f"active {human(idle)} ago ({best.source})")
 
 
 def parse_report(data: object, now: float) -> Activity | None:

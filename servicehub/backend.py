@@ -122,6 +122,73 @@ def counters_from_stats(data: Any) -> Counters | None:
     return Counters(read=read.timestamp(), net_bytes=net, cpu_ns=cpu)
 
 
+def volume_source(config: Config, app: AppConfig, slug: str) -> Path | None:
+    """The user's data directory on the host, made (owned by the app's user) on first use."""
+    name = app.volume_name(slug)
+    if name is None:
+        return None
+    path = config.volumes_root / name
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Create then hand over: the app user must own its data, not root.
+            path.mkdir(mode=0o700)
+            os.chown(path, app.uid, app.gid)
+        except OSError as exc:
+            raise volume_error(config.volumes_root, path, exc) from exc
+    return path
+
+
+def container_spec(hub: str, app: AppConfig, user: str, slug: str) -> dict[str, Any]:
+    """The Docker create request of a session's container (docs/daemon.md, "User containers")."""
+    network = app_network(hub, app.name)
+    env = dict(app.environment)
+    env.update(
+        {
+            "SERVICEHUB_USER": user,
+            "SERVICEHUB_SLUG": slug,
+            "SERVICEHUB_APP": app.name,
+            "SERVICEHUB_BASE_URL": app.path_prefix,
+            "SERVICEHUB_PORT": str(app.port),
+        }
+    )
+    host_config: dict[str, Any] = {
+        "NetworkMode": network,
+        "Memory": app.limits.memory_bytes,
+        "MemorySwap": app.limits.memory_bytes,  # no swap on top of the cap
+        "NanoCpus": int(app.limits.cpus * 1e9),
+        "PidsLimit": app.limits.pids,
+        "ReadonlyRootfs": app.read_only,
+        "Tmpfs": dict(app.tmpfs),
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges:true"],
+        "RestartPolicy": {"Name": "no"},
+        "Mounts": [],
+    }
+    if app.volume is not None:
+        env["SERVICEHUB_DATA_DIR"] = app.volume.mount
+    spec: dict[str, Any] = {
+        "Image": app.image,
+        "User": f"{app.uid}:{app.gid}",
+        "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+        "Labels": {
+            f"{LABEL}.hub": hub,
+            f"{LABEL}.app": app.name,
+            f"{LABEL}.slug": slug,
+            f"{LABEL}.user": user,
+            f"{LABEL}.created": iso_now_ms(),
+        },
+        "ExposedPorts": {f"{app.port}/tcp": {}},
+        "HostConfig": host_config,
+        "NetworkingConfig": {"EndpointsConfig": {network: {}}},
+    }
+    if app.entrypoint is not None:
+        spec["Entrypoint"] = app.entrypoint
+    if app.command is not None:
+        spec["Cmd"] = app.command
+    return spec
+
+
 class DockerBackend:
     def __init__(self, config: Config, client: DockerClient | None = None) -> None:
         self.config = config
@@ -208,74 +275,11 @@ class DockerBackend:
     async def get(self, app: str, slug: str) -> SessionInfo | None:
         return await self.inspect(SessionKey(app, slug).container(self.config.hub))
 
-    def _volume_source(self, app: AppConfig, slug: str) -> Path | None:
-        name = app.volume_name(slug)
-        if name is None:
-            return None
-        path = self.config.volumes_root / name
-        if not path.exists():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # Create then hand over: the app user must own its data, not root.
-                path.mkdir(mode=0o700)
-                os.chown(path, app.uid, app.gid)
-            except OSError as exc:
-                raise volume_error(self.config.volumes_root, path, exc) from exc
-        return path
-
-    def container_spec(self, app: AppConfig, user: str, slug: str) -> dict[str, Any]:
-        network = app_network(self.config.hub, app.name)
-        env = dict(app.environment)
-        env.update(
-            {
-                "SERVICEHUB_USER": user,
-                "SERVICEHUB_SLUG": slug,
-                "SERVICEHUB_APP": app.name,
-                "SERVICEHUB_BASE_URL": app.path_prefix,
-                "SERVICEHUB_PORT": str(app.port),
-            }
-        )
-        host_config: dict[str, Any] = {
-            "NetworkMode": network,
-            "Memory": app.limits.memory_bytes,
-            "MemorySwap": app.limits.memory_bytes,  # no swap on top of the cap
-            "NanoCpus": int(app.limits.cpus * 1e9),
-            "PidsLimit": app.limits.pids,
-            "ReadonlyRootfs": app.read_only,
-            "Tmpfs": dict(app.tmpfs),
-            "CapDrop": ["ALL"],
-            "SecurityOpt": ["no-new-privileges:true"],
-            "RestartPolicy": {"Name": "no"},
-            "Mounts": [],
-        }
-        if app.volume is not None:
-            env["SERVICEHUB_DATA_DIR"] = app.volume.mount
-        spec: dict[str, Any] = {
-            "Image": app.image,
-            "User": f"{app.uid}:{app.gid}",
-            "Env": [f"{k}={v}" for k, v in sorted(env.items())],
-            "Labels": {
-                f"{LABEL}.hub": self.config.hub,
-                f"{LABEL}.app": app.name,
-                f"{LABEL}.slug": slug,
-                f"{LABEL}.user": user,
-                f"{LABEL}.created": iso_now_ms(),
-            },
-            "ExposedPorts": {f"{app.port}/tcp": {}},
-            "HostConfig": host_config,
-            "NetworkingConfig": {"EndpointsConfig": {network: {}}},
-        }
-        if app.entrypoint is not None:
-            spec["Entrypoint"] = app.entrypoint
-        if app.command is not None:
-            spec["Cmd"] = app.command
-        return spec
-
     async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo:
         """Create and start the user's container; a running one of this session is reused."""
         name = SessionKey(app.name, slug).container(self.config.hub)
-        spec = self.container_spec(app, user, slug)
-        volume = self._volume_source(app, slug)
+        spec = container_spec(self.config.hub, app, user, slug)
+        volume = volume_source(self.config, app, slug)
         if volume is not None and app.volume is not None:
             spec["HostConfig"]["Mounts"].append(
                 {"Type": "bind", "Source": str(volume), "Target": app.volume.mount}

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from . import __version__
+from .activity import Verdict
 from .backend import DockerBackend, SessionInfo
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .docker_client import DockerClient, DockerError, DockerUnreachable, unreachable_reason
@@ -29,7 +30,8 @@ from .identity import make_slug
 from .journal import setup_logging
 from .locks import SessionLocks
 from .probes import Http
-from .reaper import ERROR, Reaper, ReaperBusy, Row, state_path
+from .reaper import Reaper, ReaperBusy, state_path
+from .reaper_report import Row
 from .reaper_state import load_state
 from .routes import RouteStore
 from .sessions import SessionManager
@@ -187,14 +189,14 @@ def cmd_reap(args: argparse.Namespace) -> int:
                 "last_activity": iso(r.last_activity) if r.last_activity else None,
                 "source": r.source,
                 "idle_for": human(r.idle_for),
-                "decision": ("would reap" if args.dry_run and r.decision == "reap" else r.decision),
+                "decision": r.shown(args.dry_run),
                 "reason": r.reason,
             }
             for r in rows
         ]
         columns = ["user", "app", "container", "last_activity", "source", "idle_for"]
         _table(table, [*columns, "decision", "reason"])
-    return EXIT_FAILED if any(r.decision == ERROR for r in rows) else EXIT_OK
+    return EXIT_FAILED if any(r.decision is Verdict.ERROR for r in rows) else EXIT_OK
 
 
 def _printable(value: str) -> str:

@@ -265,6 +265,10 @@ def _command(section: _Section, name: str) -> list[str] | None:
 
 
 def _parse_app(name: str, data: Any) -> AppConfig:
+    """One ``apps.<name>`` section. Long on purpose: it reads the section's keys one after
+    another, each with its check, default and error naming the key, in the order of the
+    documented schema, then the checks that span keys. Split, the schema would be scattered
+    over functions that each decide nothing."""
     path = f"apps.{name}"
     if not NAME_RE.match(name):
         raise ConfigError(
@@ -441,6 +445,8 @@ def _check_volume_template(template: str, key: str) -> None:
 
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """The whole file, validated. Long for the same reason as ``_parse_app``: one key after
+    another in the documented order, each with its check and default."""
     environ = environ or {}
     top = _Section(data, "")
     hub = top.text(

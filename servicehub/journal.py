@@ -6,6 +6,8 @@ Every log record may carry fields (``extra=event("spawned", app=..., slug=...)``
 (``journalctl SERVICEHUB_EVENT=reaped``) and the reaper can read the daemon's events. Without
 journald (tests, a terminal) the same records go to stderr as plain lines: nothing is lost, only
 the fields are.
+
+This file imports nothing of the package: the journal tests run it alone, with a real journald.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from .session_key import SessionKey
 
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 FIELDS_ATTR = "servicehub_fields"
@@ -161,10 +161,6 @@ class JournalEvent:
     slug: str
     unit: str = ""  # journald's _SYSTEMD_UNIT and _UID of the entry: who wrote it
     uid: int = -1
-
-    @property
-    def key(self) -> SessionKey:
-        return SessionKey(self.app, self.slug)
 
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]

@@ -21,7 +21,8 @@ from servicehub.activity import Instant
 from servicehub.backend import DockerBackend
 from servicehub.config import load_config
 from servicehub.locks import SessionLocks
-from servicehub.reaper import Reaper, Row
+from servicehub.reaper import Reaper
+from servicehub.reaper_report import Row
 from servicehub.routes import RouteStore
 from tests.harness import EXAMPLE_IMAGE, Hub, raw_request, wait_for
 from tests.wsclient import WebSocket

@@ -22,7 +22,8 @@ from servicehub.backend import SessionInfo
 from servicehub.config import parse_config
 from servicehub.counters import Counters
 from servicehub.journal import JournalEvent
-from servicehub.reaper import ENDPOINT_MAX_BYTES, ENDPOINT_TIMEOUT, Reaper, ask_endpoint
+from servicehub.reaper import Reaper
+from servicehub.reaper_collect import ENDPOINT_MAX_BYTES, ENDPOINT_TIMEOUT, ask_endpoint
 from servicehub.reaper_state import load_state
 
 T0 = 1_800_000_000.0  # the spawn, on the wall clock
