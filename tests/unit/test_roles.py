@@ -238,3 +238,14 @@ def test_the_harness_runs_traefik_with_the_roles_static_config():
     text = yaml.safe_dump(config)
     for value in literal_values(traefik, "traefik_").values():
         assert not occurs(value, text), value
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_no_registered_result_hides_a_role_variable(role):
+    """A task's ``register:`` outranks role vars and defaults: registering a result under a
+    variable's name silently replaces that variable for the rest of the play."""
+    variables = set(load(role, "defaults")) | set(load(role, "vars"))
+    registered = set()
+    for path in (ROOT / "roles" / role).glob("*/*.yml"):
+        registered |= set(re.findall(r"^\s*register:\s*(\S+)", path.read_text(), re.M))
+    assert not registered & variables, f"{role}: {sorted(registered & variables)}"
