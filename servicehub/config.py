@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -264,22 +264,7 @@ def _command(section: _Section, name: str) -> list[str] | None:
     return list(value)
 
 
-def _parse_app(name: str, data: Any) -> AppConfig:
-    """One ``apps.<name>`` section. Long on purpose: it reads the section's keys one after
-    another, each with its check, default and error naming the key, in the order of the
-    documented schema, then the checks that span keys. Split, the schema would be scattered
-    over functions that each decide nothing."""
-    path = f"apps.{name}"
-    if not NAME_RE.match(name):
-        raise ConfigError(
-            path, "app names are 1-30 characters of a-z, 0-9 and '-', starting with a letter"
-        )
-    s = _Section(data, path)
-    image = s.text("image", pattern=IMAGE_RE, hint="a Docker image reference")
-    port = s.integer("port", 8000, low=1, high=65535)
-    entrypoint = _command(s, "entrypoint")
-    command = _command(s, "command")
-
+def _environment(s: _Section) -> dict[str, str]:
     env_raw = s.raw("environment", {})
     if not isinstance(env_raw, Mapping):
         raise ConfigError(s.key("environment"), "must be a mapping of NAME: value")
@@ -294,102 +279,33 @@ def _parse_app(name: str, data: Any) -> AppConfig:
         if not isinstance(env_value, (str, int, float, bool)):
             raise ConfigError(f"{s.key('environment')}.{env_name}", "must be a scalar")
         environment[env_name] = str(env_value)
+    return environment
 
-    route = s.section("route")
-    path_prefix = route.text(
-        "path_prefix",
-        "/",
-        pattern=PATH_PREFIX_RE,
-        hint="an absolute path that ends with '/', like /notebook/",
-    )
-    if (path_prefix + "/").startswith(RESERVED_PREFIX) or path_prefix.startswith(RESERVED_PREFIX):
-        raise ConfigError(route.key("path_prefix"), f"{RESERVED_PREFIX} is reserved for the hub")
-    host = route.text("host", None, pattern=HOSTNAME_RE, hint="a lower-case DNS name")
-    route.finish()
 
-    user = s.text("user", "1000:1000", pattern=USER_RE, hint="numeric UID:GID, like 1000:1000")
-    m = USER_RE.match(user)
-    assert m is not None
-    uid, gid = int(m.group(1)), int(m.group(2))
-    if uid == 0:
-        raise ConfigError(s.key("user"), "apps never run as root (uid 0)")
-
-    lim = s.section("limits")
-    limits = Limits(
-        memory_bytes=parse_size(lim.raw("memory", "1g"), lim.key("memory")),
-        cpus=_positive_float(lim, "cpus", 1.0),
-        pids=lim.integer("pids", 256, low=16, high=1_000_000),
-    )
-    lim.finish()
-    if limits.memory_bytes < 16 * 1024**2:
-        raise ConfigError(lim.key("memory"), "must be at least 16m")
-
+def _parse_app(name: str, data: Any) -> AppConfig:
+    """One ``apps.<name>`` section, its keys read in the order of the documented schema."""
+    path = f"apps.{name}"
+    if not NAME_RE.match(name):
+        raise ConfigError(
+            path, "app names are 1-30 characters of a-z, 0-9 and '-', starting with a letter"
+        )
+    s = _Section(data, path)
+    image = s.text("image", pattern=IMAGE_RE, hint="a Docker image reference")
+    port = s.integer("port", 8000, low=1, high=65535)
+    entrypoint = _command(s, "entrypoint")
+    command = _command(s, "command")
+    environment = _environment(s)
+    path_prefix, host = _route(s.section("route"))
+    uid, gid = _user_ids(s)
+    limits = _limits(s.section("limits"))
     read_only = s.flag("read_only", True)
-    tmpfs_raw = s.raw("tmpfs", {"/tmp": "rw,noexec,nosuid,size=64m"})
-    if not isinstance(tmpfs_raw, Mapping):
-        raise ConfigError(s.key("tmpfs"), "must be a mapping of mount path: options")
-    tmpfs: dict[str, str] = {}
-    for mount, options in tmpfs_raw.items():
-        if not isinstance(mount, str) or not ABS_PATH_RE.match(mount) or ".." in mount:
-            raise ConfigError(f"{s.key('tmpfs')}.{mount}", "must be an absolute path")
-        if not isinstance(options, str) or not re.match(r"^[a-z0-9=,]*$", options):
-            raise ConfigError(f"{s.key('tmpfs')}.{mount}", "options must look like rw,size=64m")
-        tmpfs[mount] = options
-
-    volume: VolumeConfig | None = None
-    vol_raw = s.raw("volume", None)
-    if vol_raw is not None:
-        v = _Section(vol_raw, s.key("volume"))
-        template = v.text("name", "{app}-{slug}")
-        _check_volume_template(template, v.key("name"))
-        mount = v.text("mount", "/data", pattern=ABS_PATH_RE, hint="an absolute path")
-        if ".." in mount or mount == "/":
-            raise ConfigError(v.key("mount"), "must be an absolute path below /")
-        v.finish()
-        volume = VolumeConfig(name=template, mount=mount)
-
+    tmpfs = _tmpfs(s)
+    volume = _volume(s)
     networks = s.str_list("networks", pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
-
-    r = s.section("readiness")
-    kind = r.text("type", "http", pattern=re.compile(r"^(http|tcp)$"), hint="http or tcp")
-    probe_path = r.text(
-        "path", path_prefix, pattern=re.compile(r"^/[\x21-\x7e]*$"), hint="an absolute URL path"
-    )
-    r.finish()
-
-    start_timeout = s.duration("start_timeout", 60)
-    idle_timeout = s.duration("idle_timeout", "1h")
-    max_lifetime = s.duration("max_lifetime", "1d")
-    # The default never stretches a short idle_timeout; a longer one given is refused.
-    grace = s.duration("grace", min(DEFAULT_GRACE, idle_timeout), zero=True)
-    if grace > idle_timeout:
-        raise ConfigError(
-            s.key("grace"),
-            f"{_seconds(grace)} is longer than idle_timeout ({_seconds(idle_timeout)}): a session "
-            f"nobody uses would stay {_seconds(grace)}, not {_seconds(idle_timeout)}; make grace "
-            "at most idle_timeout",
-        )
-    cpu_counts = s.flag("cpu_counts", True)
-    cpu_threshold = _positive_float(s, "cpu_threshold", 0.1)
-    if cpu_counts and limits.cpus <= cpu_threshold:
-        # Both in cores: a container capped at limits.cpus never averages more than that.
-        raise ConfigError(
-            s.key("cpu_threshold"),
-            f"{cpu_threshold:g} cores is not below limits.cpus ({limits.cpus:g}): the container "
-            "can never use more, so its CPU would never count as activity; lower "
-            "cpu_threshold, raise limits.cpus or set cpu_counts: false",
-        )
-    activity_bytes = parse_size(s.raw("activity_bytes", "8k"), s.key("activity_bytes"))
-    activity_endpoint = s.text(
-        "activity_endpoint",
-        None,
-        pattern=re.compile(r"^/[\x21-\x7e]*$"),
-        hint="an absolute URL path on the app, like /api/activity",
-    )
-    allow = s.section("allow")
-    allow_users = frozenset(allow.str_list("users"))
-    allow_groups = frozenset(allow.str_list("groups"))
-    allow.finish()
+    readiness = _readiness(s.section("readiness"), path_prefix)
+    lifetimes = _lifetimes(s)
+    activity = _activity_signals(s, limits)
+    allow_users, allow_groups = _allow(s.section("allow"))
     s.finish()
     return AppConfig(
         name=name,
@@ -407,18 +323,160 @@ def _parse_app(name: str, data: Any) -> AppConfig:
         tmpfs=tmpfs,
         volume=volume,
         networks=networks,
-        readiness=Readiness(kind=kind, path=probe_path),
+        readiness=readiness,
+        allow_users=allow_users,
+        allow_groups=allow_groups,
+        **lifetimes,
+        **activity,
+    )
+
+
+def _route(route: _Section) -> tuple[str, str | None]:
+    """``route``: the path prefix and the optional host the app is served under."""
+    path_prefix: str = route.text(
+        "path_prefix",
+        "/",
+        pattern=PATH_PREFIX_RE,
+        hint="an absolute path that ends with '/', like /notebook/",
+    )
+    if (path_prefix + "/").startswith(RESERVED_PREFIX) or path_prefix.startswith(RESERVED_PREFIX):
+        raise ConfigError(route.key("path_prefix"), f"{RESERVED_PREFIX} is reserved for the hub")
+    host: str | None = route.text("host", None, pattern=HOSTNAME_RE, hint="a lower-case DNS name")
+    route.finish()
+    return path_prefix, host
+
+
+def _user_ids(s: _Section) -> tuple[int, int]:
+    """``user``: the numeric UID and GID the app runs as, never root."""
+    user = s.text("user", "1000:1000", pattern=USER_RE, hint="numeric UID:GID, like 1000:1000")
+    m = USER_RE.match(user)
+    assert m is not None
+    uid, gid = int(m.group(1)), int(m.group(2))
+    if uid == 0:
+        raise ConfigError(s.key("user"), "apps never run as root (uid 0)")
+    return uid, gid
+
+
+def _limits(lim: _Section) -> Limits:
+    limits = Limits(
+        memory_bytes=parse_size(lim.raw("memory", "1g"), lim.key("memory")),
+        cpus=_positive_float(lim, "cpus", 1.0),
+        pids=lim.integer("pids", 256, low=16, high=1_000_000),
+    )
+    lim.finish()
+    if limits.memory_bytes < 16 * 1024**2:
+        raise ConfigError(lim.key("memory"), "must be at least 16m")
+    return limits
+
+
+def _tmpfs(s: _Section) -> dict[str, str]:
+    tmpfs_raw = s.raw("tmpfs", {"/tmp": "rw,noexec,nosuid,size=64m"})
+    if not isinstance(tmpfs_raw, Mapping):
+        raise ConfigError(s.key("tmpfs"), "must be a mapping of mount path: options")
+    tmpfs: dict[str, str] = {}
+    for mount, options in tmpfs_raw.items():
+        if not isinstance(mount, str) or not ABS_PATH_RE.match(mount) or ".." in mount:
+            raise ConfigError(f"{s.key('tmpfs')}.{mount}", "must be an absolute path")
+        if not isinstance(options, str) or not re.match(r"^[a-z0-9=,]*$", options):
+            raise ConfigError(f"{s.key('tmpfs')}.{mount}", "options must look like rw,size=64m")
+        tmpfs[mount] = options
+    return tmpfs
+
+
+def _volume(s: _Section) -> VolumeConfig | None:
+    """``volume``: absent or null means none; a mapping, even empty, means one (defaults apply)."""
+    vol_raw = s.raw("volume", None)
+    if vol_raw is None:
+        return None
+    v = _Section(vol_raw, s.key("volume"))
+    template = v.text("name", "{app}-{slug}")
+    _check_volume_template(template, v.key("name"))
+    mount = v.text("mount", "/data", pattern=ABS_PATH_RE, hint="an absolute path")
+    if ".." in mount or mount == "/":
+        raise ConfigError(v.key("mount"), "must be an absolute path below /")
+    v.finish()
+    return VolumeConfig(name=template, mount=mount)
+
+
+def _readiness(r: _Section, default_path: str) -> Readiness:
+    """``readiness``: how the hub knows a new container serves; probes the route by default."""
+    kind = r.text("type", "http", pattern=re.compile(r"^(http|tcp)$"), hint="http or tcp")
+    probe_path = r.text(
+        "path", default_path, pattern=re.compile(r"^/[\x21-\x7e]*$"), hint="an absolute URL path"
+    )
+    r.finish()
+    return Readiness(kind=kind, path=probe_path)
+
+
+class _Lifetimes(TypedDict):
+    start_timeout: float
+    idle_timeout: float
+    max_lifetime: float
+    grace: float
+
+
+def _lifetimes(s: _Section) -> _Lifetimes:
+    """How long a session may take to start, sit idle, live at all, and be spared at first."""
+    start_timeout = s.duration("start_timeout", 60)
+    idle_timeout = s.duration("idle_timeout", "1h")
+    max_lifetime = s.duration("max_lifetime", "1d")
+    # The default never stretches a short idle_timeout; a longer one given is refused.
+    grace = s.duration("grace", min(DEFAULT_GRACE, idle_timeout), zero=True)
+    if grace > idle_timeout:
+        raise ConfigError(
+            s.key("grace"),
+            f"{_seconds(grace)} is longer than idle_timeout ({_seconds(idle_timeout)}): a session "
+            f"nobody uses would stay {_seconds(grace)}, not {_seconds(idle_timeout)}; make grace "
+            "at most idle_timeout",
+        )
+    return _Lifetimes(
         start_timeout=start_timeout,
         idle_timeout=idle_timeout,
         max_lifetime=max_lifetime,
         grace=grace,
+    )
+
+
+class _ActivitySignals(TypedDict):
+    cpu_counts: bool
+    cpu_threshold: float
+    activity_bytes: int
+    activity_endpoint: str | None
+
+
+def _activity_signals(s: _Section, limits: Limits) -> _ActivitySignals:
+    """What, besides requests through Traefik, tells the reaper a session is in use."""
+    cpu_counts = s.flag("cpu_counts", True)
+    cpu_threshold = _positive_float(s, "cpu_threshold", 0.1)
+    if cpu_counts and limits.cpus <= cpu_threshold:
+        # Both in cores: a container capped at limits.cpus never averages more than that.
+        raise ConfigError(
+            s.key("cpu_threshold"),
+            f"{cpu_threshold:g} cores is not below limits.cpus ({limits.cpus:g}): the container "
+            "can never use more, so its CPU would never count as activity; lower "
+            "cpu_threshold, raise limits.cpus or set cpu_counts: false",
+        )
+    activity_bytes = parse_size(s.raw("activity_bytes", "8k"), s.key("activity_bytes"))
+    activity_endpoint = s.text(
+        "activity_endpoint",
+        None,
+        pattern=re.compile(r"^/[\x21-\x7e]*$"),
+        hint="an absolute URL path on the app, like /api/activity",
+    )
+    return _ActivitySignals(
         cpu_counts=cpu_counts,
         cpu_threshold=cpu_threshold,
         activity_bytes=activity_bytes,
         activity_endpoint=activity_endpoint,
-        allow_users=allow_users,
-        allow_groups=allow_groups,
     )
+
+
+def _allow(allow: _Section) -> tuple[frozenset[str], frozenset[str]]:
+    """``allow``: the users and groups that may open the app; both empty means everyone."""
+    allow_users = frozenset(allow.str_list("users"))
+    allow_groups = frozenset(allow.str_list("groups"))
+    allow.finish()
+    return allow_users, allow_groups
 
 
 def _seconds(value: float) -> str:
@@ -445,8 +503,7 @@ def _check_volume_template(template: str, key: str) -> None:
 
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
-    """The whole file, validated. Long for the same reason as ``_parse_app``: one key after
-    another in the documented order, each with its check and default."""
+    """The whole file, validated; its sections read in the order of the documented schema."""
     environ = environ or {}
     top = _Section(data, "")
     hub = top.text(
@@ -455,9 +512,36 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         pattern=NAME_RE,
         hint="1-30 characters of a-z, 0-9 and '-'; prefixes container names",
     )
+    listen_host, listen_port = _listen(top.section("listen"))
+    docker_socket = _docker_socket(top.section("docker"))
+    volumes_root = Path(
+        top.text("volumes_root", "/var/lib/servicehub/volumes", pattern=ABS_PATH_RE)
+    )
+    state_dir = Path(top.text("state_dir", "/var/lib/servicehub", pattern=ABS_PATH_RE))
+    identity = _identity(top.section("identity"))
+    traefik = _traefik(top.section("traefik"))
+    apps = _apps(top)
+    reaper = _reaper(top.section("reaper"))
+    top.finish()
+    proxy_secret = _proxy_secret(environ)
+    return Config(
+        hub=hub,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        docker_socket=docker_socket,
+        volumes_root=volumes_root,
+        state_dir=state_dir,
+        identity=identity,
+        traefik=traefik,
+        apps=apps,
+        reaper=reaper,
+        proxy_secret=proxy_secret,
+    )
 
-    listen = top.section("listen")
-    listen_host = listen.text("host", "127.0.0.1")
+
+def _listen(listen: _Section) -> tuple[str, int]:
+    """``listen``: where the daemon serves; loopback only, as identity enters through Apache."""
+    listen_host: str = listen.text("host", "127.0.0.1")
     try:
         if not ipaddress.ip_address(listen_host).is_loopback:
             raise ConfigError(
@@ -472,17 +556,16 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         ) from None
     listen_port = listen.integer("port", 8090, low=1, high=65535)
     listen.finish()
+    return listen_host, listen_port
 
-    docker = top.section("docker")
+
+def _docker_socket(docker: _Section) -> Path:
     docker_socket = Path(docker.text("socket", "/var/run/docker.sock", pattern=ABS_PATH_RE))
     docker.finish()
+    return docker_socket
 
-    volumes_root = Path(
-        top.text("volumes_root", "/var/lib/servicehub/volumes", pattern=ABS_PATH_RE)
-    )
-    state_dir = Path(top.text("state_dir", "/var/lib/servicehub", pattern=ABS_PATH_RE))
 
-    ident = top.section("identity")
+def _identity(ident: _Section) -> IdentityConfig:
     identity = IdentityConfig(
         user_header=ident.text("user_header", "X-Servicehub-User", pattern=HEADER_RE),
         groups_header=ident.text("groups_header", "X-Servicehub-Groups", pattern=HEADER_RE),
@@ -492,8 +575,10 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         ),
     )
     ident.finish()
+    return identity
 
-    tr = top.section("traefik")
+
+def _traefik(tr: _Section) -> TraefikConfig:
     api_url = tr.text(
         "api_url",
         "http://127.0.0.1:8099",
@@ -507,14 +592,19 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         access_log=Path(tr.text("access_log", "/var/log/traefik/access.json", pattern=ABS_PATH_RE)),
     )
     tr.finish()
+    return traefik
 
+
+def _apps(top: _Section) -> dict[str, AppConfig]:
     apps_raw = top.raw("apps", required=True)
     if not isinstance(apps_raw, Mapping) or not apps_raw:
         raise ConfigError("apps", "must define at least one app")
     apps = {str(name): _parse_app(str(name), app) for name, app in apps_raw.items()}
     _check_routes_distinct(apps)
+    return apps
 
-    rp = top.section("reaper")
+
+def _reaper(rp: _Section) -> ReaperConfig:
     reaper = ReaperConfig(
         daemon_unit=rp.text(
             "daemon_unit",
@@ -527,26 +617,17 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         ),
     )
     rp.finish()
-    top.finish()
+    return reaper
 
+
+def _proxy_secret(environ: Mapping[str, str]) -> str | None:
+    """``SERVICEHUB_PROXY_SECRET``: a secret, so from the environment only, never the file."""
     secret = environ.get("SERVICEHUB_PROXY_SECRET") or None
     if secret is not None and not re.match(r"^[A-Za-z0-9_-]{16,256}$", secret):
         raise ConfigError(
             "SERVICEHUB_PROXY_SECRET", "must be 16-256 characters of A-Z, a-z, 0-9, '_', '-'"
         )
-    return Config(
-        hub=hub,
-        listen_host=listen_host,
-        listen_port=listen_port,
-        docker_socket=docker_socket,
-        volumes_root=volumes_root,
-        state_dir=state_dir,
-        identity=identity,
-        traefik=traefik,
-        apps=apps,
-        reaper=reaper,
-        proxy_secret=secret,
-    )
+    return secret
 
 
 def _check_routes_distinct(apps: Mapping[str, AppConfig]) -> None:
