@@ -146,11 +146,20 @@ class Seen(NamedTuple):
     secrets: list[str]  # the proxy secret header: Traefik removes it before the app
 
 
+def utf8(value: str) -> str:
+    """A header value as the hub sent it: whoami's header list holds what http.server decoded
+    as Latin-1, and the hub sends UTF-8 (as whoami's own ``header_user`` reads it)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def seen_by_app(info: dict) -> Seen:
     headers = info["headers"]
 
     def values(name: str) -> list[str]:
-        return [v for k, v in headers if k.lower() == name.lower()]
+        return [utf8(v) for k, v in headers if k.lower() == name.lower()]
 
     groups = values(GROUPS_HEADER)
     raw_groups = groups[0] if groups else None
