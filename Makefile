@@ -26,7 +26,10 @@ unit: venv
 	$(PYTEST) -q tests/unit
 
 # Needs a running Docker Engine and the test images: `make prerequisites` provides both.
+# ensure-docker.sh (quick when the engine runs) also remounts cgroup controllers that a Molecule
+# scenario's nested systemd may have unmounted: without them Docker's stats API returns nothing.
 integration: venv
+	scripts/ensure-docker.sh
 	$(PYTEST) -q -m integration tests/integration
 
 test-fast: lint unit integration
