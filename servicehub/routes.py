@@ -20,6 +20,8 @@ from .config import AppConfig, Config
 from .files import write_atomic
 from .session_key import SessionKey, route_file_prefix
 
+BOOTING_PATH = "/_servicehub/booting"
+BOOTING_QUERY = BOOTING_PATH + "?url={url}"  # Traefik fills in the URL first asked for
 INTERNAL_PRIORITY = 10_000_000
 SESSION_PRIORITY = 10_000
 SPAWN_PRIORITY = 1
@@ -45,6 +47,7 @@ class SessionRoute:
     slug: str
     user: str
     url: str  # http://<container ip>:<port>
+    booting: bool = False  # the app may not listen yet: Traefik hands its errors to the daemon
 
     @property
     def key(self) -> SessionKey:
@@ -88,6 +91,9 @@ def render_session(config: Config, app: AppConfig, route: SessionRoute) -> dict[
     }
     if config.proxy_secret:
         router["middlewares"].insert(0, f"{config.hub}-strip-secret@file")
+    if route.booting:
+        # First, so the daemon gets the request as Apache sent it (secret and user included).
+        router["middlewares"].insert(0, f"{config.hub}-booting@file")
     return {
         "http": {
             "routers": {name: router},
@@ -133,12 +139,25 @@ def render_base(config: Config) -> dict[str, Any]:
             "entryPoints": entry,
             "service": daemon,
         }
+    # A session's route goes live while its app still boots (the spawn does not wait for one
+    # and then the other): until the app listens, Traefik's 502 becomes the daemon's wait page.
+    http["middlewares"] = {
+        f"{config.hub}-booting": {
+            "errors": {
+                "status": ["502-504"],
+                "service": daemon,
+                # The route has deleted the secret header before Traefik asks the daemon:
+                # the query carries it (Traefik's API shows it, like the session rules).
+                "query": BOOTING_QUERY
+                + (f"&proof={config.proxy_secret}" if config.proxy_secret else ""),
+                "statusRewrites": {"502-504": 503},
+            }
+        }
+    }
     if config.proxy_secret:
         # An empty value makes Traefik delete the header: apps never see the secret.
-        http["middlewares"] = {
-            f"{config.hub}-strip-secret": {
-                "headers": {"customRequestHeaders": {config.identity.proxy_secret_header: ""}}
-            }
+        http["middlewares"][f"{config.hub}-strip-secret"] = {
+            "headers": {"customRequestHeaders": {config.identity.proxy_secret_header: ""}}
         }
     return {"http": http}
 

@@ -14,6 +14,7 @@ from yarl import URL
 from . import pages
 from .config import RESERVED_PREFIX, AppConfig, Config
 from .identity import Identity, IdentityError, parse_identity, secret_matches
+from .routes import BOOTING_PATH
 from .session_state import Session, State
 from .sessions import SessionManager
 
@@ -97,11 +98,13 @@ def refusal(request: web.Request, exc: Refused) -> web.Response:
     return web.json_response({"error": exc.title, "reason": exc.reason}, status=exc.status)
 
 
-def identify(request: web.Request, config: Config) -> Identity:
+def identify(request: web.Request, config: Config, proof: list[str] | None = None) -> Identity:
+    """The caller, from the headers Apache set; ``proof`` replaces the proxy secret header
+    where Traefik forwards a request without it (``Handlers.booting``)."""
     ident = config.identity
-    if not secret_matches(
-        request.headers.getall(ident.proxy_secret_header, []), config.proxy_secret
-    ):
+    if proof is None:
+        proof = request.headers.getall(ident.proxy_secret_header, [])
+    if not secret_matches(proof, config.proxy_secret):
         raise Refused(
             403,
             "Not through the front door",
@@ -170,8 +173,12 @@ def stopped_status(app: str) -> dict[str, object]:
     }
 
 
-def session_response(request: web.Request, app: AppConfig, session: Session) -> web.Response:
-    target = safe_target(request.path_qs, app.path_prefix)
+def session_response(
+    request: web.Request, app: AppConfig, session: Session, asked: str | None = None
+) -> web.Response:
+    """The wait page (or its JSON) for ``session``; ``asked`` is the URL to go on to, the
+    request's own unless Traefik forwarded the request (see ``Handlers.booting``)."""
+    target = safe_target(asked or request.path_qs, app.path_prefix)
     headers = {"Cache-Control": "no-store", "X-Servicehub-Wait": "1"}
     if session.state == State.FAILED:
         if wants_html(request):
@@ -229,6 +236,26 @@ class Handlers:
         if session is None:
             return no_session(request, app)
         return session_response(request, app, session)
+
+    async def booting(self, request: web.Request) -> web.StreamResponse:
+        """A request that met a session's app before it listens: its route goes live while
+        the app boots, and Traefik's errors middleware hands the 502 here with the original
+        headers and ``url``. The person sees the wait page instead of a proxy error. The route
+        has already deleted the secret header by then: the middleware's query carries it."""
+        original = URL(request.query.get("url", "/"))
+        asked = original.raw_path_qs or "/"
+        try:
+            identity = identify(request, self.config, request.query.getall("proof", []))
+            app = match_app(self.config, original.host or request.host, original.path or "/")
+            if app is None:
+                raise Refused(404, "Nothing here", "No app is published at this address.")
+            authorize(app, identity)
+        except Refused as exc:
+            return refusal(request, exc)
+        session = self.manager.get(app.name, identity.slug)
+        if session is None:
+            return no_session(request, app)
+        return session_response(request, app, session, asked)
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         """The explicit start for scripts and hub pages: ``POST /_servicehub/api/start?app=``."""
@@ -298,6 +325,7 @@ def make_app(config: Config, manager: SessionManager) -> web.Application:
     app[MANAGER_KEY] = manager
     app.router.add_get(HEALTH_PATH, handlers.health)
     app.router.add_get(STATUS_PATH, handlers.status)
+    app.router.add_get(BOOTING_PATH, handlers.booting)
     app.router.add_post(RETRY_PATH, handlers.retry)
     app.router.add_post(START_PATH, handlers.start)
     app.router.add_route("*", "/{tail:.*}", handlers.spawn)

@@ -21,9 +21,11 @@ log = logging.getLogger("servicehub.sessions")
 ROUTE_TIMEOUT = 15.0  # how long a spawn waits for Traefik to serve the new route
 
 
-def route_of(session: Session) -> SessionRoute:
+def route_of(session: Session, booting: bool = False) -> SessionRoute:
     assert session.url is not None
-    return SessionRoute(app=session.app, slug=session.slug, user=session.user, url=session.url)
+    return SessionRoute(
+        app=session.app, slug=session.slug, user=session.user, url=session.url, booting=booting
+    )
 
 
 class Spawner:
@@ -63,8 +65,21 @@ class Spawner:
                 extra=session.fields(self.config.hub, "spawned"),
             )
             await session.set(State.STARTING, "Starting the app")
-            await self._wait_ready(session, app, info.address)
-            await self._route_up(session, app)
+            # The route goes live while the app boots: Traefik's reload takes about as long as
+            # a quick app's start, so waiting for one and then the other would add them up.
+            # Until the app listens, Traefik hands the 502 to the daemon's wait page.
+            self.routes.write_session(route_of(session, booting=True))
+            waits = [
+                asyncio.ensure_future(self._wait_ready(session, app, info.address)),
+                asyncio.ensure_future(self._route_live(session)),
+            ]
+            try:
+                await asyncio.gather(*waits)
+            finally:
+                for wait in waits:  # one failed: the other has nothing left to wait for
+                    wait.cancel()
+            await self._confirm_ready(session, app)
+            self.routes.write_session(route_of(session))  # the app's own 5xx are its own now
         except SpawnError as exc:
             await self.fail(session, str(exc))
         except asyncio.CancelledError:
@@ -104,10 +119,17 @@ class Spawner:
         """Write the route, wait until Traefik serves it, then (container still up) ready."""
         await session.set(State.ROUTING, "Connecting you to your app")
         self.routes.write_session(route_of(session))
+        await self._route_live(session)
+        await self._confirm_ready(session, app)
+
+    async def _route_live(self, session: Session) -> None:
         name = session.key.provider_router(self.config.hub)
         api = self.config.traefik.api_url
         if not await poll_until(lambda: traefik_has_router(self.http(), api, name), ROUTE_TIMEOUT):
             raise SpawnError("the proxy did not pick up the route to your app")
+
+    async def _confirm_ready(self, session: Session, app: AppConfig) -> None:
+        """Ready only if the container still runs once the app answers and the route is live."""
         info = await self.backend.get(app.name, session.slug)
         if info is None or not info.running or info.container_id != session.container_id:
             raise SpawnError(await self._exit_reason(info))

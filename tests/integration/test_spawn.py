@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.harness import raw_request, wait_for
+from tests.harness import example_apps, raw_request, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +201,33 @@ def test_a_session_of_one_app_does_not_swallow_another_apps_first_request(hub):
     assert bare.headers["Location"].endswith("/slow/")
     no_session = hub.get("max", "/slow?x=1", html=False)
     assert no_session.status == 308 and no_session.headers["Location"] == "/slow/?x=1"
+
+
+def test_a_request_while_the_app_boots_gets_the_wait_page_not_a_proxy_error(hub_factory):
+    """The route goes live while the app still boots (here for 10 s): a reload in that window
+    reaches Traefik's route, meets no listener, and gets the daemon's wait page as a 503."""
+    apps = example_apps()
+    apps["slow"]["environment"] = {"STARTUP_DELAY": "10"}
+    hub = hub_factory(apps)
+    assert hub.get("olga", "/slow/").is_wait
+    (route,) = wait_for(
+        lambda: list(hub.routes_dir.glob(f"{hub.hub_name}-session-slow-*.yml")), 10, "the route"
+    )
+    assert "booting" in route.read_text()
+    router = f"{hub.hub_name}-slow-{route.name.split('-session-slow-')[1][:-4]}@file"
+
+    def live() -> bool:
+        resp = raw_request(hub.api_port, f"/api/http/routers/{router}")
+        return resp.status == 200 and resp.json()["status"] == "enabled"
+
+    wait_for(live, 10, "Traefik serving the booting route")
+    page = hub.get("olga", "/slow/whoami?tab=2")
+    assert page.status == 503, page.text
+    assert "Starting slow" in page.text and "/slow/whoami?tab=2" in page.text
+    poll = hub.get("olga", "/slow/whoami", html=False)
+    assert poll.status == 503 and poll.json()["state"] == "starting"
+    assert hub.status("olga", "slow")["state"] == "starting"  # the app really still boots
+    wait_for(lambda: hub.status("olga", "slow")["state"] == "ready", 30, "olga's app")
+    final = hub.get("olga", "/slow/")
+    assert final.status == 200 and '<p id="whoami">olga</p>' in final.text
+    wait_for(lambda: "booting" not in route.read_text(), 10, "the route without the hand-over")

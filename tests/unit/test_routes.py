@@ -56,7 +56,10 @@ def test_base_routes_send_unrouted_requests_to_the_daemon():
     cfg = config()
     routers = render_base(cfg)["http"]["routers"]
     assert routers["hub-spawn"]["priority"] < routers["hub-internal"]["priority"]
-    assert "middlewares" not in render_base(cfg)["http"]
+    assert "hub-strip-secret" not in render_base(cfg)["http"]["middlewares"]
+    # A booting session's 502s go to the daemon (its wait page), as a 503.
+    booting = render_base(cfg)["http"]["middlewares"]["hub-booting"]["errors"]
+    assert booting["service"] == "hub-daemon" and booting["statusRewrites"] == {"502-504": 503}
 
 
 def test_each_app_has_a_spawn_router_just_below_its_session_routers():
