@@ -310,6 +310,16 @@ class Hub:
             headers.append(("Accept", "text/html,application/xhtml+xml"))
         return raw_request(self.web_port, path, headers + (extra or []), method=method)
 
+    def retry(self, user: str, app: str, next_url: str) -> Response:
+        """The error page's "Try again" button."""
+        return raw_request(
+            self.web_port,
+            "/_servicehub/retry",
+            [*self.identity_headers(user), ("Content-Type", "application/x-www-form-urlencoded")],
+            method="POST",
+            body=f"app={app}&next={next_url}".encode(),
+        )
+
     def status(self, user: str, app: str, since: int = -1) -> dict[str, Any]:
         from urllib.parse import quote
 

@@ -68,12 +68,6 @@ def test_a_full_volumes_file_system_does_not_take_the_hub_down(hub):
     # Space again (the operator cleaned up): "Try again" works.
     assert alice_data  # alice's data directory, under the mount, was never touched
     assert hub.open("bob", "/whoami", app="whoami").status == 503  # still the failed session
-    retry = raw_request(
-        hub.web_port,
-        "/_servicehub/retry",
-        [*hub.identity_headers("bob"), ("Content-Type", "application/x-www-form-urlencoded")],
-        method="POST",
-        body=b"app=whoami&next=/whoami",
-    )
+    retry = hub.retry("bob", "whoami", "/whoami")
     assert retry.status == 303
     assert hub.open("bob", "/whoami", app="whoami").json()["header_user"] == "bob"

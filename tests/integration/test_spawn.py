@@ -108,13 +108,7 @@ def test_a_crashing_app_shows_the_error_page_with_retry(hub):
     assert 'id="retry"' in final.text
     assert hub.containers(app="crash") == []  # removed; the reason is in the log
     assert "exited with code 3" in hub.daemon_log.read_text()
-    retry = raw_request(
-        hub.web_port,
-        "/_servicehub/retry",
-        [*hub.identity_headers("gina"), ("Content-Type", "application/x-www-form-urlencoded")],
-        method="POST",
-        body=b"app=crash&next=/crash/",
-    )
+    retry = hub.retry("gina", "crash", "/crash/")
     assert retry.status == 303 and retry.headers["Location"] == "/crash/"
 
 
