@@ -16,6 +16,11 @@ from typing import Any, TypedDict
 
 import yaml
 
+from .config_section import ABS_PATH_RE, Section, parse_size
+
+# ConfigError is part of this module's interface (the CLI and tests catch it here).
+from .config_section import ConfigError as ConfigError
+
 DEFAULT_CONFIG_PATH = Path("/etc/servicehub/servicehub.yml")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
@@ -24,7 +29,6 @@ HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 PATH_PREFIX_RE = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
-ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 USER_RE = re.compile(r"^(\d{1,10}):(\d{1,10})$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]{1,250}\.service$")
@@ -33,19 +37,7 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VOLUME_FIELDS = {"app", "slug"}
 RESERVED_PREFIX = "/_servicehub/"
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 DEFAULT_GRACE = 300.0
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or wrong; ``key`` is its dotted path."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -158,102 +150,7 @@ class Config:
         return f"http://{self.listen_host}:{self.listen_port}"
 
 
-class _Section:
-    """A mapping read with its dotted path, so every error can name the key."""
-
-    def __init__(self, data: Any, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(path or "(top level)", "must be a mapping")
-        self.data = dict(data)
-        self.path = path
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def raw(self, name: str, default: Any = ..., *, required: bool = False) -> Any:
-        self.used.add(name)
-        if name not in self.data or self.data[name] is None:
-            if required or default is ...:
-                raise ConfigError(self.key(name), "is required")
-            return default
-        return self.data[name]
-
-    def text(
-        self, name: str, default: Any = ..., pattern: re.Pattern[str] | None = None, hint: str = ""
-    ) -> Any:
-        value = self.raw(name, default)
-        if value is default and default is not ...:
-            return value
-        if not isinstance(value, str):
-            raise ConfigError(self.key(name), f"must be a string, got {type(value).__name__}")
-        if pattern is not None and not pattern.match(value):
-            raise ConfigError(
-                self.key(name), f"invalid value {value!r}{': ' + hint if hint else ''}"
-            )
-        return value
-
-    def integer(self, name: str, default: Any = ..., low: int = 0, high: int = 2**31) -> int:
-        value = self.raw(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(name), f"must be an integer, got {value!r}")
-        if not low <= value <= high:
-            raise ConfigError(self.key(name), f"must be between {low} and {high}, got {value}")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.raw(name, default)
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(name), f"must be true or false, got {value!r}")
-        return value
-
-    def duration(self, name: str, default: Any = ..., *, zero: bool = False) -> float:
-        value = self.raw(name, default)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        elif isinstance(value, str) and (m := _DURATION_RE.match(value.strip())):
-            seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        else:
-            raise ConfigError(
-                self.key(name), f"must be a duration like 30s, 15m, 2h, 1d; got {value!r}"
-            )
-        if seconds < 0 or (seconds == 0 and not zero):
-            raise ConfigError(
-                self.key(name), "must not be negative" if zero else "must be positive"
-            )
-        return seconds
-
-    def str_list(self, name: str, pattern: re.Pattern[str] | None = None) -> list[str]:
-        value = self.raw(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.key(name), "must be a list of strings")
-        for index, item in enumerate(value):
-            if pattern is not None and not pattern.match(item):
-                raise ConfigError(f"{self.key(name)}[{index}]", f"invalid value {item!r}")
-        return list(value)
-
-    def section(self, name: str) -> _Section:
-        return _Section(self.raw(name, {}), self.key(name))
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key")
-
-
-def parse_size(value: Any, key: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and (m := _SIZE_RE.match(value.strip())):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-        if size > 0:
-            return size
-    raise ConfigError(key, f"must be a size like 512m or 2g, got {value!r}")
-
-
-def _command(section: _Section, name: str) -> list[str] | None:
+def _command(section: Section, name: str) -> list[str] | None:
     value = section.raw(name, None)
     if value is None:
         return None
@@ -264,7 +161,7 @@ def _command(section: _Section, name: str) -> list[str] | None:
     return list(value)
 
 
-def _environment(s: _Section) -> dict[str, str]:
+def _environment(s: Section) -> dict[str, str]:
     env_raw = s.raw("environment", {})
     if not isinstance(env_raw, Mapping):
         raise ConfigError(s.key("environment"), "must be a mapping of NAME: value")
@@ -289,7 +186,7 @@ def _parse_app(name: str, data: Any) -> AppConfig:
         raise ConfigError(
             path, "app names are 1-30 characters of a-z, 0-9 and '-', starting with a letter"
         )
-    s = _Section(data, path)
+    s = Section(data, path)
     image = s.text("image", pattern=IMAGE_RE, hint="a Docker image reference")
     port = s.integer("port", 8000, low=1, high=65535)
     entrypoint = _command(s, "entrypoint")
@@ -331,7 +228,7 @@ def _parse_app(name: str, data: Any) -> AppConfig:
     )
 
 
-def _route(route: _Section) -> tuple[str, str | None]:
+def _route(route: Section) -> tuple[str, str | None]:
     """``route``: the path prefix and the optional host the app is served under."""
     path_prefix: str = route.text(
         "path_prefix",
@@ -346,7 +243,7 @@ def _route(route: _Section) -> tuple[str, str | None]:
     return path_prefix, host
 
 
-def _user_ids(s: _Section) -> tuple[int, int]:
+def _user_ids(s: Section) -> tuple[int, int]:
     """``user``: the numeric UID and GID the app runs as, never root."""
     user = s.text("user", "1000:1000", pattern=USER_RE, hint="numeric UID:GID, like 1000:1000")
     m = USER_RE.match(user)
@@ -357,7 +254,7 @@ def _user_ids(s: _Section) -> tuple[int, int]:
     return uid, gid
 
 
-def _limits(lim: _Section) -> Limits:
+def _limits(lim: Section) -> Limits:
     limits = Limits(
         memory_bytes=parse_size(lim.raw("memory", "1g"), lim.key("memory")),
         cpus=_positive_float(lim, "cpus", 1.0),
@@ -369,7 +266,7 @@ def _limits(lim: _Section) -> Limits:
     return limits
 
 
-def _tmpfs(s: _Section) -> dict[str, str]:
+def _tmpfs(s: Section) -> dict[str, str]:
     tmpfs_raw = s.raw("tmpfs", {"/tmp": "rw,noexec,nosuid,size=64m"})
     if not isinstance(tmpfs_raw, Mapping):
         raise ConfigError(s.key("tmpfs"), "must be a mapping of mount path: options")
@@ -383,12 +280,12 @@ def _tmpfs(s: _Section) -> dict[str, str]:
     return tmpfs
 
 
-def _volume(s: _Section) -> VolumeConfig | None:
+def _volume(s: Section) -> VolumeConfig | None:
     """``volume``: absent or null means none; a mapping, even empty, means one (defaults apply)."""
     vol_raw = s.raw("volume", None)
     if vol_raw is None:
         return None
-    v = _Section(vol_raw, s.key("volume"))
+    v = Section(vol_raw, s.key("volume"))
     template = v.text("name", "{app}-{slug}")
     _check_volume_template(template, v.key("name"))
     mount = v.text("mount", "/data", pattern=ABS_PATH_RE, hint="an absolute path")
@@ -398,7 +295,7 @@ def _volume(s: _Section) -> VolumeConfig | None:
     return VolumeConfig(name=template, mount=mount)
 
 
-def _readiness(r: _Section, default_path: str) -> Readiness:
+def _readiness(r: Section, default_path: str) -> Readiness:
     """``readiness``: how the hub knows a new container serves; probes the route by default."""
     kind = r.text("type", "http", pattern=re.compile(r"^(http|tcp)$"), hint="http or tcp")
     probe_path = r.text(
@@ -415,7 +312,7 @@ class _Lifetimes(TypedDict):
     grace: float
 
 
-def _lifetimes(s: _Section) -> _Lifetimes:
+def _lifetimes(s: Section) -> _Lifetimes:
     """How long a session may take to start, sit idle, live at all, and be spared at first."""
     start_timeout = s.duration("start_timeout", 60)
     idle_timeout = s.duration("idle_timeout", "1h")
@@ -444,7 +341,7 @@ class _ActivitySignals(TypedDict):
     activity_endpoint: str | None
 
 
-def _activity_signals(s: _Section, limits: Limits) -> _ActivitySignals:
+def _activity_signals(s: Section, limits: Limits) -> _ActivitySignals:
     """What, besides requests through Traefik, tells the reaper a session is in use."""
     cpu_counts = s.flag("cpu_counts", True)
     cpu_threshold = _positive_float(s, "cpu_threshold", 0.1)
@@ -471,7 +368,7 @@ def _activity_signals(s: _Section, limits: Limits) -> _ActivitySignals:
     )
 
 
-def _allow(allow: _Section) -> tuple[frozenset[str], frozenset[str]]:
+def _allow(allow: Section) -> tuple[frozenset[str], frozenset[str]]:
     """``allow``: the users and groups that may open the app; both empty means everyone."""
     allow_users = frozenset(allow.str_list("users"))
     allow_groups = frozenset(allow.str_list("groups"))
@@ -483,7 +380,7 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _positive_float(section: _Section, name: str, default: float) -> float:
+def _positive_float(section: Section, name: str, default: float) -> float:
     value = section.raw(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(section.key(name), f"must be a positive number, got {value!r}")
@@ -505,7 +402,7 @@ def _check_volume_template(template: str, key: str) -> None:
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     """The whole file, validated; its sections read in the order of the documented schema."""
     environ = environ or {}
-    top = _Section(data, "")
+    top = Section(data, "")
     hub = top.text(
         "hub",
         "servicehub",
@@ -539,7 +436,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def _listen(listen: _Section) -> tuple[str, int]:
+def _listen(listen: Section) -> tuple[str, int]:
     """``listen``: where the daemon serves; loopback only, as identity enters through Apache."""
     listen_host: str = listen.text("host", "127.0.0.1")
     try:
@@ -559,13 +456,13 @@ def _listen(listen: _Section) -> tuple[str, int]:
     return listen_host, listen_port
 
 
-def _docker_socket(docker: _Section) -> Path:
+def _docker_socket(docker: Section) -> Path:
     docker_socket = Path(docker.text("socket", "/var/run/docker.sock", pattern=ABS_PATH_RE))
     docker.finish()
     return docker_socket
 
 
-def _identity(ident: _Section) -> IdentityConfig:
+def _identity(ident: Section) -> IdentityConfig:
     identity = IdentityConfig(
         user_header=ident.text("user_header", "X-Servicehub-User", pattern=HEADER_RE),
         groups_header=ident.text("groups_header", "X-Servicehub-Groups", pattern=HEADER_RE),
@@ -578,7 +475,7 @@ def _identity(ident: _Section) -> IdentityConfig:
     return identity
 
 
-def _traefik(tr: _Section) -> TraefikConfig:
+def _traefik(tr: Section) -> TraefikConfig:
     api_url = tr.text(
         "api_url",
         "http://127.0.0.1:8099",
@@ -595,7 +492,7 @@ def _traefik(tr: _Section) -> TraefikConfig:
     return traefik
 
 
-def _apps(top: _Section) -> dict[str, AppConfig]:
+def _apps(top: Section) -> dict[str, AppConfig]:
     apps_raw = top.raw("apps", required=True)
     if not isinstance(apps_raw, Mapping) or not apps_raw:
         raise ConfigError("apps", "must define at least one app")
@@ -604,7 +501,7 @@ def _apps(top: _Section) -> dict[str, AppConfig]:
     return apps
 
 
-def _reaper(rp: _Section) -> ReaperConfig:
+def _reaper(rp: Section) -> ReaperConfig:
     reaper = ReaperConfig(
         daemon_unit=rp.text(
             "daemon_unit",
