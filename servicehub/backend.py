@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from .addresses import AddressBook
 from .config import AppConfig, Config
 from .counters import Counters, read_counters
 from .docker_client import DockerClient, DockerError
@@ -94,9 +95,12 @@ def volume_error(root: Path, path: Path, exc: OSError) -> SpawnError:
 
 class Backend(Protocol):
     async def prepare(self) -> None: ...
+    async def plan_address(self, app: str) -> str | None: ...
     async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]: ...
     async def get(self, app: str, slug: str) -> SessionInfo | None: ...
-    async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo: ...
+    async def spawn(
+        self, app: AppConfig, user: str, slug: str, address: str | None = None
+    ) -> SessionInfo: ...
     async def remove(self, container_id: str) -> None: ...
     async def logs_tail(self, container_id: str) -> str: ...
     async def counters(self, container_id: str, pid: int = 0) -> Counters | None: ...
@@ -139,7 +143,9 @@ def volume_source(config: Config, app: AppConfig, slug: str) -> Path | None:
     return path
 
 
-def container_spec(hub: str, app: AppConfig, user: str, slug: str) -> dict[str, Any]:
+def container_spec(
+    hub: str, app: AppConfig, user: str, slug: str, address: str | None = None
+) -> dict[str, Any]:
     """The Docker create request of a session's container (docs/daemon.md, "User containers")."""
     network = app_network(hub, app.name)
     env = dict(app.environment)
@@ -167,6 +173,8 @@ def container_spec(hub: str, app: AppConfig, user: str, slug: str) -> dict[str, 
     }
     if app.volume is not None:
         env["SERVICEHUB_DATA_DIR"] = app.volume.mount
+    # The address its route was written with, before the container existed (addresses.py).
+    endpoint = {"IPAMConfig": {"IPv4Address": address}} if address else {}
     spec: dict[str, Any] = {
         "Image": app.image,
         "User": f"{app.uid}:{app.gid}",
@@ -180,7 +188,7 @@ def container_spec(hub: str, app: AppConfig, user: str, slug: str) -> dict[str, 
         },
         "ExposedPorts": {f"{app.port}/tcp": {}},
         "HostConfig": host_config,
-        "NetworkingConfig": {"EndpointsConfig": {network: {}}},
+        "NetworkingConfig": {"EndpointsConfig": {network: endpoint}},
     }
     if app.entrypoint is not None:
         spec["Entrypoint"] = app.entrypoint
@@ -193,6 +201,7 @@ class DockerBackend:
     def __init__(self, config: Config, client: DockerClient | None = None) -> None:
         self.config = config
         self.docker = client or DockerClient(config.docker_socket)
+        self.addresses = AddressBook(self.docker)
 
     def _hub_filter(self, **extra: str) -> str:
         labels = [f"{LABEL}.hub={self.config.hub}"] + [f"{LABEL}.{k}={v}" for k, v in extra.items()]
@@ -201,28 +210,12 @@ class DockerBackend:
     async def prepare(self) -> None:
         """One network per app with inter-container traffic off: users cannot reach each other."""
         for app in self.config.apps:
-            name = app_network(self.config.hub, app)
-            try:
-                await self.docker.request("GET", f"/networks/{quote(name)}")
-                continue
-            except DockerError as exc:
-                if exc.status != 404:
-                    raise
-            try:
-                await self.docker.request(
-                    "POST",
-                    "/networks/create",
-                    body={
-                        "Name": name,
-                        "CheckDuplicate": True,
-                        "Driver": "bridge",
-                        "Options": {"com.docker.network.bridge.enable_icc": "false"},
-                        "Labels": {f"{LABEL}.hub": self.config.hub, f"{LABEL}.app": app},
-                    },
-                )
-            except DockerError as exc:
-                if exc.status != 409:  # created meanwhile by another process
-                    raise
+            labels = {f"{LABEL}.hub": self.config.hub, f"{LABEL}.app": app}
+            await self.addresses.prepare(app_network(self.config.hub, app), labels)
+
+    async def plan_address(self, app: str) -> str | None:
+        """The address the next container of ``app`` gets (``addresses.py``), if plannable."""
+        return await self.addresses.take(app_network(self.config.hub, app))
 
     def _info(self, data: dict[str, Any]) -> SessionInfo:
         labels = data.get("Config", {}).get("Labels") or data.get("Labels") or {}
@@ -275,10 +268,13 @@ class DockerBackend:
     async def get(self, app: str, slug: str) -> SessionInfo | None:
         return await self.inspect(SessionKey(app, slug).container(self.config.hub))
 
-    async def spawn(self, app: AppConfig, user: str, slug: str) -> SessionInfo:
-        """Create and start the user's container; a running one of this session is reused."""
+    async def spawn(
+        self, app: AppConfig, user: str, slug: str, address: str | None = None
+    ) -> SessionInfo:
+        """Create and start the user's container (at ``address`` if given); a running one of
+        this session is reused, whatever its address."""
         name = SessionKey(app.name, slug).container(self.config.hub)
-        spec = container_spec(self.config.hub, app, user, slug)
+        spec = container_spec(self.config.hub, app, user, slug, address)
         volume = volume_source(self.config, app, slug)
         if volume is not None and app.volume is not None:
             spec["HostConfig"]["Mounts"].append(

@@ -51,12 +51,25 @@ class Spawner:
             await self._spawn_locked(session, app)
 
     async def _spawn_locked(self, session: Session, app: AppConfig) -> None:
+        # The route goes live while the container is made and the app boots: Traefik's reload
+        # takes longer the more sessions there are (a few hundred ms at 2,000), about what a
+        # container's start takes, so waiting for one and then the other would add them up.
+        # Until the app listens, Traefik hands its 502 to the daemon's wait page.
+        route_live: asyncio.Future[None] | None = None
         try:
-            info = await self.backend.spawn(app, session.user, session.slug)
+            address = await self.backend.plan_address(app.name)
+            if address is not None:
+                session.url = f"http://{address}:{app.port}"
+                route_live = self._route_booting(session)
+            info = await self.backend.spawn(app, session.user, session.slug, address)
             session.container_id = info.container_id
             if not info.running or info.address is None:
                 raise SpawnError(await self._exit_reason(info))
-            session.url = f"http://{info.address}:{app.port}"
+            if info.address != address:  # no planned address, or a running one was adopted
+                session.url = f"http://{info.address}:{app.port}"
+                if route_live is not None:
+                    route_live.cancel()
+                route_live = self._route_booting(session)
             log.info(
                 "spawned app=%s slug=%s container=%s",
                 app.name,
@@ -65,19 +78,8 @@ class Spawner:
                 extra=session.fields(self.config.hub, "spawned"),
             )
             await session.set(State.STARTING, "Starting the app")
-            # The route goes live while the app boots: Traefik's reload takes about as long as
-            # a quick app's start, so waiting for one and then the other would add them up.
-            # Until the app listens, Traefik hands the 502 to the daemon's wait page.
-            self.routes.write_session(route_of(session, booting=True))
-            waits = [
-                asyncio.ensure_future(self._wait_ready(session, app, info.address)),
-                asyncio.ensure_future(self._route_live(session)),
-            ]
-            try:
-                await asyncio.gather(*waits)
-            finally:
-                for wait in waits:  # one failed: the other has nothing left to wait for
-                    wait.cancel()
+            assert route_live is not None  # written with the planned or the actual address
+            await asyncio.gather(self._wait_ready(session, app, info.address), route_live)
             await self._confirm_ready(session, app)
             self.routes.write_session(route_of(session))  # the app's own 5xx are its own now
         except SpawnError as exc:
@@ -87,6 +89,14 @@ class Spawner:
         except Exception as exc:  # one user's failure must never take the daemon down
             log.exception("spawn of app=%s slug=%s failed", app.name, session.slug)
             await self.fail(session, f"an internal error occurred ({type(exc).__name__})")
+        finally:
+            if route_live is not None:  # a failed step leaves nothing to wait for
+                route_live.cancel()
+
+    def _route_booting(self, session: Session) -> asyncio.Future[None]:
+        """Write the session's route with the wait-page fallback; the wait until it is live."""
+        self.routes.write_session(route_of(session, booting=True))
+        return asyncio.ensure_future(self._route_live(session))
 
     async def _wait_ready(self, session: Session, app: AppConfig, address: str) -> None:
         loop = asyncio.get_running_loop()

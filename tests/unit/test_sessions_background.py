@@ -21,7 +21,10 @@ class GoneBackend:
     async def get(self, app, slug):
         return None
 
-    async def spawn(self, app, user, slug):
+    async def plan_address(self, app):
+        return None
+
+    async def spawn(self, app, user, slug, address=None):
         self.spawned.append((app.name, slug))
         return SessionInfo("new", "c", app.name, slug, user, datetime.now(UTC), "running", 0, "x")
 
