@@ -8,14 +8,11 @@ would implement the same protocol with services instead of containers.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -23,14 +20,12 @@ from .addresses import AddressBook
 from .config import AppConfig, Config
 from .counters import Counters, read_counters
 from .docker_client import DockerClient, DockerError
-from .journal import event as journal_fields
+from .host_mounts import MountError, session_mounts
 from .session_key import SessionKey, app_network
 from .times import iso_now_ms, parse_iso
 
 log = logging.getLogger("servicehub.backend")
 LABEL = "servicehub"
-# Errors that say the volumes file system is out of room (or quota), not that the hub is broken.
-_STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT}
 # How long a spawn waits for an old container of the same session to finish being removed
 # (the reaper, an operator's `docker rm -f`) before it gives up with an error page.
 CONFLICT_WAIT = 15.0
@@ -75,31 +70,18 @@ class SpawnError(RuntimeError):
     """The container could not be created or started; the text is safe to show the user."""
 
 
-def volume_error(root: Path, path: Path, exc: OSError) -> SpawnError:
-    """A user's data directory could not be made: one error line for the operator (journal),
-    a reason for the user's error page that says what happened without the host's paths."""
-    if exc.errno in _STORAGE_FULL:
-        log.error(
-            "volumes file system full: cannot create %s (%s); free space under %s",
-            path,
-            exc.strerror,
-            root,
-            extra=journal_fields("storage-full", volumes_root=str(root), path=str(path)),
-        )
-        return SpawnError(
-            "there is no room left for your data on this hub; its operators have been told"
-        )
-    log.error("cannot create the data directory %s: %s", path, exc)
-    return SpawnError("your data directory could not be created; its operators have been told")
-
-
 class Backend(Protocol):
     async def prepare(self) -> None: ...
     async def plan_address(self, app: str) -> str | None: ...
     async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]: ...
     async def get(self, app: str, slug: str) -> SessionInfo | None: ...
     async def spawn(
-        self, app: AppConfig, user: str, slug: str, address: str | None = None
+        self,
+        app: AppConfig,
+        user: str,
+        slug: str,
+        address: str | None = None,
+        groups: frozenset[str] = frozenset(),
     ) -> SessionInfo: ...
     async def remove(self, container_id: str) -> None: ...
     async def logs_tail(self, container_id: str) -> str: ...
@@ -126,29 +108,12 @@ def counters_from_stats(data: Any) -> Counters | None:
     return Counters(read=read.timestamp(), net_bytes=net, cpu_ns=cpu)
 
 
-def volume_source(config: Config, app: AppConfig, slug: str) -> Path | None:
-    """The user's data directory on the host, made (owned by the app's user) on first use."""
-    name = app.volume_name(slug)
-    if name is None:
-        return None
-    path = config.volumes_root / name
-    if not path.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Create then hand over: the app user must own its data, not root.
-            path.mkdir(mode=0o700)
-            os.chown(path, app.uid, app.gid)
-        except OSError as exc:
-            raise volume_error(config.volumes_root, path, exc) from exc
-    return path
-
-
 def container_spec(
     hub: str, app: AppConfig, user: str, slug: str, address: str | None = None
 ) -> dict[str, Any]:
     """The Docker create request of a session's container (docs/daemon.md, "User containers")."""
     network = app_network(hub, app.name)
-    env = dict(app.environment)
+    env = dict(app.environment) | app.mounts.environment()
     env.update(
         {
             "SERVICEHUB_USER": user,
@@ -170,6 +135,7 @@ def container_spec(
         "SecurityOpt": ["no-new-privileges:true"],
         "RestartPolicy": {"Name": "no"},
         "Mounts": [],
+        **app.docker.host_config(),  # shm, ulimits, sysctls, devices, GPUs, allowed caps
     }
     if app.volume is not None:
         env["SERVICEHUB_DATA_DIR"] = app.volume.mount
@@ -180,6 +146,7 @@ def container_spec(
         "User": f"{app.uid}:{app.gid}",
         "Env": [f"{k}={v}" for k, v in sorted(env.items())],
         "Labels": {
+            **app.docker.labels,  # none of them servicehub.* (config): the hub's come last
             f"{LABEL}.hub": hub,
             f"{LABEL}.app": app.name,
             f"{LABEL}.slug": slug,
@@ -269,17 +236,22 @@ class DockerBackend:
         return await self.inspect(SessionKey(app, slug).container(self.config.hub))
 
     async def spawn(
-        self, app: AppConfig, user: str, slug: str, address: str | None = None
+        self,
+        app: AppConfig,
+        user: str,
+        slug: str,
+        address: str | None = None,
+        groups: frozenset[str] = frozenset(),
     ) -> SessionInfo:
         """Create and start the user's container (at ``address`` if given); a running one of
-        this session is reused, whatever its address."""
+        this session is reused, whatever its address. ``groups``: the user's, from the request
+        that spawns it; the container gets the directories of those among ``group_dirs``."""
         name = SessionKey(app.name, slug).container(self.config.hub)
         spec = container_spec(self.config.hub, app, user, slug, address)
-        volume = volume_source(self.config, app, slug)
-        if volume is not None and app.volume is not None:
-            spec["HostConfig"]["Mounts"].append(
-                {"Type": "bind", "Source": str(volume), "Target": app.volume.mount}
-            )
+        try:
+            spec["HostConfig"]["Mounts"] = session_mounts(self.config, app, slug, groups)
+        except MountError as exc:
+            raise SpawnError(str(exc)) from exc
         container_id = await self._create(app, slug, name, spec)
         for network in app.networks:
             try:

@@ -16,10 +16,14 @@ from typing import Any, TypedDict
 
 import yaml
 
+from .app_docker import DockerSettings, parse_docker_settings
+from .app_mounts import AppMounts, HostRoots, check_environment, check_targets, parse_mounts
+from .app_mounts import parse_roots as parse_host_roots
 from .config_section import ABS_PATH_RE, Section, parse_size
 
 # ConfigError is part of this module's interface (the CLI and tests catch it here).
 from .config_section import ConfigError as ConfigError
+from .host_mounts import check_host
 
 DEFAULT_CONFIG_PATH = Path("/etc/servicehub/servicehub.yml")
 
@@ -57,6 +61,7 @@ class Readiness:
 class VolumeConfig:
     name: str  # template with {app} and {slug}
     mount: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class AppConfig:
     activity_endpoint: str | None  # path of the app's own last-activity report, if any
     allow_users: frozenset[str]
     allow_groups: frozenset[str]
+    mounts: AppMounts = field(default_factory=AppMounts)  # datasets, group dirs, secrets
+    docker: DockerSettings = field(default_factory=DockerSettings)
 
     def allows(self, user: str, groups: frozenset[str]) -> bool:
         if not self.allow_users and not self.allow_groups:
@@ -142,6 +149,7 @@ class Config:
     traefik: TraefikConfig
     apps: dict[str, AppConfig] = field(default_factory=dict)
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
+    roots: HostRoots = field(default_factory=HostRoots)  # where app mounts may come from
     # Not from the file: secrets come from the environment only.
     proxy_secret: str | None = None
 
@@ -179,7 +187,7 @@ def _environment(s: Section) -> dict[str, str]:
     return environment
 
 
-def _parse_app(name: str, data: Any) -> AppConfig:
+def _parse_app(name: str, data: Any, roots: HostRoots) -> AppConfig:
     """One ``apps.<name>`` section, its keys read in the order of the documented schema."""
     path = f"apps.{name}"
     if not NAME_RE.match(name):
@@ -198,12 +206,16 @@ def _parse_app(name: str, data: Any) -> AppConfig:
     read_only = s.flag("read_only", True)
     tmpfs = _tmpfs(s)
     volume = _volume(s)
+    mounts = parse_mounts(s, roots)
+    docker = parse_docker_settings(s, limits.memory_bytes)
     networks = s.str_list("networks", pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
     readiness = _readiness(s.section("readiness"), path_prefix)
     lifetimes = _lifetimes(s)
     activity = _activity_signals(s, limits)
     allow_users, allow_groups = _allow(s.section("allow"))
     s.finish()
+    check_environment(path, mounts, environment)
+    check_targets(path, _targets(volume, tmpfs, mounts))
     return AppConfig(
         name=name,
         image=image,
@@ -223,6 +235,8 @@ def _parse_app(name: str, data: Any) -> AppConfig:
         readiness=readiness,
         allow_users=allow_users,
         allow_groups=allow_groups,
+        mounts=mounts,
+        docker=docker,
         **lifetimes,
         **activity,
     )
@@ -291,8 +305,22 @@ def _volume(s: Section) -> VolumeConfig | None:
     mount = v.text("mount", "/data", pattern=ABS_PATH_RE, hint="an absolute path")
     if ".." in mount or mount == "/":
         raise ConfigError(v.key("mount"), "must be an absolute path below /")
+    read_only = v.flag("read_only", False)
     v.finish()
-    return VolumeConfig(name=template, mount=mount)
+    return VolumeConfig(name=template, mount=mount, read_only=read_only)
+
+
+def _targets(
+    volume: VolumeConfig | None, tmpfs: dict[str, str], mounts: AppMounts
+) -> dict[str, str]:
+    """Every container path the app mounts something at, by the key that sets it."""
+    targets = {f"tmpfs.{path}": path for path in tmpfs}
+    if volume is not None:
+        targets["volume.mount"] = volume.mount
+    targets |= {f"datasets[{i}].mount": d.mount for i, d in enumerate(mounts.datasets)}
+    targets |= {f"group_dirs[{i}].mount": g.mount for i, g in enumerate(mounts.group_dirs)}
+    targets |= {f"secrets.{secret.name}": secret.mount for secret in mounts.secrets}
+    return targets
 
 
 def _readiness(r: Section, default_path: str) -> Readiness:
@@ -417,7 +445,16 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     state_dir = Path(top.text("state_dir", "/var/lib/servicehub", pattern=ABS_PATH_RE))
     identity = _identity(top.section("identity"))
     traefik = _traefik(top.section("traefik"))
-    apps = _apps(top)
+    roots = parse_host_roots(
+        top,
+        {
+            "volumes_root": str(volumes_root),
+            "state_dir": str(state_dir),
+            "traefik.routes_dir": str(traefik.routes_dir),
+            "docker.socket": str(docker_socket),
+        },
+    )
+    apps = _apps(top, roots)
     reaper = _reaper(top.section("reaper"))
     top.finish()
     proxy_secret = _proxy_secret(environ)
@@ -432,6 +469,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         traefik=traefik,
         apps=apps,
         reaper=reaper,
+        roots=roots,
         proxy_secret=proxy_secret,
     )
 
@@ -492,11 +530,11 @@ def _traefik(tr: Section) -> TraefikConfig:
     return traefik
 
 
-def _apps(top: Section) -> dict[str, AppConfig]:
+def _apps(top: Section, roots: HostRoots) -> dict[str, AppConfig]:
     apps_raw = top.raw("apps", required=True)
     if not isinstance(apps_raw, Mapping) or not apps_raw:
         raise ConfigError("apps", "must define at least one app")
-    apps = {str(name): _parse_app(str(name), app) for name, app in apps_raw.items()}
+    apps = {str(name): _parse_app(str(name), app, roots) for name, app in apps_raw.items()}
     _check_routes_distinct(apps)
     return apps
 
@@ -545,4 +583,6 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), f"not valid YAML: {exc}") from None
-    return parse_config(data, environ)
+    config = parse_config(data, environ)
+    check_host(config)  # the file is this host's: its mount sources must be here, as written
+    return config

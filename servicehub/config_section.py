@@ -104,17 +104,10 @@ class Section:
         return list(value)
 
     def abs_path(self, name: str, default: Any = ...) -> Any:
-        """An absolute path in plain characters, written without '.', '..', '//' or a trailing
-        '/' (so comparing paths as strings means what it seems), and never '/' itself."""
-        value = self.text(name, default, pattern=ABS_PATH_RE, hint="an absolute path")
-        if value is None or value is default:
+        value = self.raw(name, default)
+        if value is None or (value is default and default is not ...):
             return value
-        if posixpath.normpath(value) != value or value.startswith("//") or value == "/":
-            raise ConfigError(
-                self.key(name),
-                f"must be a plain absolute path below /, like /srv/data; got {value!r}",
-            )
-        return value
+        return plain_abs_path(value, self.key(name))
 
     def sections(self, name: str) -> list[Section]:
         """A list of mappings, each read as a section of its own (``name[0]``, ``name[1]``...)."""
@@ -140,3 +133,15 @@ def parse_size(value: Any, key: str) -> int:
         if size > 0:
             return size
     raise ConfigError(key, f"must be a size like 512m or 2g, got {value!r}")
+
+
+def plain_abs_path(value: Any, key: str) -> str:
+    """An absolute path in plain characters, written without '.', '..', '//' or a trailing
+    '/' (so comparing paths as strings means what it seems), and never '/' itself."""
+    if not isinstance(value, str) or not ABS_PATH_RE.match(value):
+        raise ConfigError(key, f"must be an absolute path, got {value!r}")
+    if posixpath.normpath(value) != value or value.startswith("//") or value == "/":
+        raise ConfigError(
+            key, f"must be a plain absolute path below /, like /srv/data; got {value!r}"
+        )
+    return value
