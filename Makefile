@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
 .PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule molecule-security security molecule-debian13 demo demo-down \
-	run-local bench clean
+	run-local bench clean configure
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,10 @@ lint: venv
 
 unit: venv
 	$(PYTEST) -q tests/unit
+
+# Answer questions, get inventory, group_vars/hub/main.yml and the Vault file (docs/configure.md).
+configure: venv
+	$(VENV)/bin/servicehub-configure
 
 # Needs a running Docker Engine and the test images: `make prerequisites` provides both.
 # ensure-docker.sh (quick when the engine runs) also remounts cgroup controllers that a Molecule

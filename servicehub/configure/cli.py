@@ -330,7 +330,7 @@ def interactive(ctx: Context, args: argparse.Namespace, current: Answers, p: Pro
             p.say(f"{item.path} was changed since servicehub-configure wrote it:")
             p.say(diff(item))
             if not p.confirm(f"Replace {item.path}, losing those changes?", False):
-                item.status, item.text = Status.SAME, item.old
+                item.status, item.text = Status.KEPT, item.old
                 kept += 1
     ctx.output.write(planned)
     report(planned, p.say)

@@ -125,6 +125,7 @@ class Status(Enum):
     SAME = "unchanged"
     UPDATE = "updated"
     HAND_EDITED = "edited by hand"
+    KEPT = "kept as edited by hand"
 
 
 @dataclass
@@ -173,11 +174,12 @@ class Output:
 
     def write(self, planned: list[Planned]) -> None:
         for item in planned:
-            if item.status is not Status.SAME:
+            if item.status not in (Status.SAME, Status.KEPT):
                 write_atomic(self.directory / item.path, item.text, item.mode)
         files = self.record()
         for item in planned:
-            files[str(item.path)] = digest(item.text)
+            if item.status is not Status.KEPT:  # still someone else's: ask again next time
+                files[str(item.path)] = digest(item.text)
         record = (
             "---\n# servicehub-configure's record of the files it wrote last (sha256): a file with\n"
             "# another hash was edited by hand, and is not replaced without asking.\n"
