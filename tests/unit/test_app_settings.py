@@ -292,3 +292,16 @@ def test_group_dirs_are_mounted_for_members_only(tmp_path: Path):
     assert session_mounts(config, app, "bob-x", frozenset({"course/101"})) == []
     both = session_mounts(config, app, "carol-x", frozenset({"/course/101", "staff"}))
     assert [m["ReadOnly"] for m in both] == [False, True]
+
+
+def test_the_roles_preflight_names_the_variable_of_a_bad_root():
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, str(root / "roles/servicehub/files/check_config.py"), str(root)],
+        input='{"apps": {"a": {"image": "x"}}, "datasets_roots": ["/srv", "/proc/x"]}',
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert run.stdout.startswith("servicehub_datasets_roots[1]: /proc/x overlaps /proc")

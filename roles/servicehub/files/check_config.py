@@ -15,6 +15,9 @@ VARIABLES = {
     "hub": "servicehub_hub",
     "listen.port": "servicehub_listen_port",
     "volumes_root": "servicehub_volumes_root",
+    "datasets_roots": "servicehub_datasets_roots",
+    "groups_root": "servicehub_groups_root",
+    "secrets_dir": "servicehub_secrets_dir",
     "identity.user_header": "servicehub_user_header",
     "identity.groups_header": "servicehub_groups_header",
     "identity.issuer": "servicehub_identity_issuer",
@@ -30,6 +33,9 @@ VARIABLES = {
 def variable_for(key: str) -> str:
     if key in VARIABLES:
         return VARIABLES[key]
+    if key.split("[", 1)[0] in VARIABLES:  # datasets_roots[0]
+        name, index = key.split("[", 1)
+        return f"{VARIABLES[name]}[{index}"
     if key.startswith("apps."):
         return "servicehub_apps." + key[len("apps.") :]
     return key
