@@ -181,7 +181,8 @@ class Output:
             if item.status is not Status.KEPT:  # still someone else's: ask again next time
                 files[str(item.path)] = digest(item.text)
         record = (
-            "---\n# servicehub-configure's record of the files it wrote last (sha256): a file with\n"
+            "---\n"
+            "# servicehub-configure's record of the files it wrote last (sha256): a file with\n"
             "# another hash was edited by hand, and is not replaced without asking.\n"
             + yaml.safe_dump({"files": files}, sort_keys=True)
         )
