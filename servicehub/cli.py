@@ -120,7 +120,7 @@ async def _ping(config: Config) -> None:
 async def _list(config: Config) -> list[SessionInfo]:
     backend = DockerBackend(config)
     try:
-        return await backend.list_sessions()
+        return await backend.list_sessions(detailed=False)  # one call, however many sessions
     finally:
         await backend.close()
 
@@ -217,7 +217,7 @@ async def _stop(config: Config, user: str, app: str | None) -> int:
     )
     stopped = 0
     try:
-        for info in await backend.list_sessions():
+        for info in await backend.list_sessions(detailed=False):
             if user not in (info.user, info.slug) or (app is not None and info.app != app):
                 continue
             # Whatever container the session has by then: an operator stops the session.

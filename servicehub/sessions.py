@@ -76,13 +76,16 @@ class SessionManager:
             log.error("cannot create the lock directory %s: %s", self.locks.directory, exc)
         self.routes.write_base()
         routes = []
-        for info in await self.backend.list_sessions():
+        # One list call, however many sessions run: only a stopped container, to be removed,
+        # is inspected for its exit code.
+        for info in await self.backend.list_sessions(detailed=False):
             if info.app not in self.config.apps:
                 log.warning(
                     "container %s belongs to unknown app %r: not routed", info.name, info.app
                 )
                 continue
             if not info.running or info.address is None:
+                info = await self.backend.get(info.app, info.slug) or info
                 log.info(
                     "removing stopped session container %s (state %s, exit code %s)",
                     info.name,

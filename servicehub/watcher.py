@@ -54,16 +54,23 @@ class DockerWatcher:
                     await self.backend.remove(event.container_id)
 
     async def resync(self) -> None:
-        """Forget ready sessions whose container is gone (events missed while disconnected)."""
+        """Forget ready sessions whose container is gone (events missed while disconnected).
+        One list call for all of them: the catch-up must not grow with one call per session."""
+        running = {
+            info.key: info.container_id
+            for info in await self.backend.list_sessions(detailed=False)
+            if info.running
+        }
         for key, session in list(self.table.sessions.items()):
-            if session.state != State.READY:
+            if session.state != State.READY or running.get(key) == session.container_id:
                 continue
-            info = await self.backend.get(*key)
-            if info is None or not info.running or info.container_id != session.container_id:
-                async with self.table.lock(key):
-                    if self.table.drop(session):
-                        self.routes.remove_session(*key)
-                        log.info("session app=%s slug=%s gone while events were missed", *key)
+            info = await self.backend.get(*key)  # ready since the list call, perhaps
+            if info is not None and info.running and info.container_id == session.container_id:
+                continue
+            async with self.table.lock(key):
+                if self.table.drop(session):
+                    self.routes.remove_session(*key)
+                    log.info("session app=%s slug=%s gone while events were missed", *key)
 
     async def watch_events(self) -> None:
         """Follow the engine's events for ever, reconnecting (and catching up) when it breaks."""
