@@ -208,7 +208,7 @@ def _parse_app(name: str, data: Any, roots: HostRoots) -> AppConfig:
     volume = _volume(s)
     mounts = parse_mounts(s, roots)
     docker = parse_docker_settings(s, limits.memory_bytes)
-    networks = s.str_list("networks", pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+    networks = _networks(s)
     readiness = _readiness(s.section("readiness"), path_prefix)
     lifetimes = _lifetimes(s)
     activity = _activity_signals(s, limits)
@@ -321,6 +321,18 @@ def _targets(
     targets |= {f"group_dirs[{i}].mount": g.mount for i, g in enumerate(mounts.group_dirs)}
     targets |= {f"secrets.{secret.name}": secret.mount for secret in mounts.secrets}
     return targets
+
+
+def _networks(s: Section) -> list[str]:
+    """``networks``: extra Docker networks to join; never Docker's own host, none or default
+    bridge (host networking, or a bridge where every container reaches every other)."""
+    networks = s.str_list("networks", pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+    for index, network in enumerate(networks):
+        if network in ("host", "none", "bridge"):
+            raise ConfigError(
+                f"{s.key('networks')}[{index}]", f"Docker's {network} network is refused"
+            )
+    return networks
 
 
 def _readiness(r: Section, default_path: str) -> Readiness:

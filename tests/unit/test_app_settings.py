@@ -29,6 +29,8 @@ def hub(roots=(), **app):
         (hub(ipc_mode="host"), "apps.nb.ipc_mode", "IPC namespace"),
         (hub(security_opt=["seccomp=unconfined"]), "apps.nb.security_opt", "hub's"),
         (hub(binds=["/:/host"]), "apps.nb.binds", "datasets"),
+        (hub(networks=["lab-db", "host"]), "apps.nb.networks[1]", "refused"),
+        (hub(networks=["bridge"]), "apps.nb.networks[0]", "refused"),
         (hub(cap_add=["SYS_ADMIN"]), "apps.nb.cap_add[0]", "not allowed"),
         (hub(cap_add=["CHOWN", "CAP_NET_RAW"]), "apps.nb.cap_add[1]", "not allowed"),
         (hub(labels={"servicehub.user": "mallory"}), "apps.nb.labels.servicehub.user", "reserved"),
