@@ -231,7 +231,11 @@ class Handlers:
             query = f"?{request.query_string}" if request.query_string else ""
             raise web.HTTPPermanentRedirect(location=app.path_prefix + query)
         session = await self.manager.ensure(
-            app, identity.user, identity.slug, may_spawn=starts_session(request)
+            app,
+            identity.user,
+            identity.slug,
+            groups=identity.groups,
+            may_spawn=starts_session(request),
         )
         if session is None:
             return no_session(request, app)
@@ -267,7 +271,9 @@ class Handlers:
             return refusal(request, exc)
         session = self.manager.get(app.name, identity.slug)
         if session is None or session.state == State.FAILED:
-            session = await self.manager.ensure(app, identity.user, identity.slug, retry=True)
+            session = await self.manager.ensure(
+                app, identity.user, identity.slug, groups=identity.groups, retry=True
+            )
             assert session is not None  # may_spawn: always a session
         status = 200 if session.state == State.READY else 202
         return web.json_response(
@@ -303,7 +309,9 @@ class Handlers:
             identity, app = self._named_app(request, str(form.get("app", "")))
         except Refused as exc:
             return refusal(request, exc)
-        await self.manager.ensure(app, identity.user, identity.slug, retry=True)  # a click
+        await self.manager.ensure(
+            app, identity.user, identity.slug, groups=identity.groups, retry=True
+        )  # a click
         target = safe_target(str(form.get("next", "")), app.path_prefix)
         raise web.HTTPSeeOther(location=target)
 

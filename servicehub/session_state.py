@@ -44,6 +44,7 @@ class Session:
     app: str
     slug: str
     user: str
+    groups: frozenset[str] = frozenset()  # from the request that started it: group directories
     state: State = State.CREATING
     message: str = "Creating your container"
     container_id: str | None = None

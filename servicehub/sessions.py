@@ -118,7 +118,14 @@ class SessionManager:
 
     # --- a request's session --------------------------------------------------------------
     async def ensure(
-        self, app: AppConfig, user: str, slug: str, *, retry: bool = False, may_spawn: bool = True
+        self,
+        app: AppConfig,
+        user: str,
+        slug: str,
+        *,
+        groups: frozenset[str] = frozenset(),
+        retry: bool = False,
+        may_spawn: bool = True,
     ) -> Session | None:
         """The user's session for ``app``, spawning it if there is none. Never waits for it.
 
@@ -140,7 +147,7 @@ class SessionManager:
                 return session
             if not may_spawn:
                 return None
-            session = Session(app=app.name, slug=slug, user=user)
+            session = Session(app=app.name, slug=slug, user=user, groups=groups)
             self.table.add(session)
             self._start(self.spawner.spawn(session, app))
             return session

@@ -61,7 +61,9 @@ class Spawner:
             if address is not None:
                 session.url = f"http://{address}:{app.port}"
                 route_live = self._route_booting(session)
-            info = await self.backend.spawn(app, session.user, session.slug, address)
+            info = await self.backend.spawn(
+                app, session.user, session.slug, address, groups=session.groups
+            )
             session.container_id = info.container_id
             if not info.running or info.address is None:
                 raise SpawnError(await self._exit_reason(info))

@@ -1,16 +1,12 @@
 """An app's extra mounts and Docker settings, as a real container sees them (docker exec)."""
 
-import asyncio
 import json
 import subprocess
 
 import pytest
 import yaml
 
-from servicehub.backend import DockerBackend
-from servicehub.config import load_config
-from servicehub.identity import make_slug
-from tests.harness import EXAMPLE_IMAGE, Hub
+from tests.harness import EXAMPLE_IMAGE, Hub, role_defaults, wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "s3cret-value-7f1c"
@@ -116,22 +112,22 @@ def test_a_secret_is_readable_in_the_container_and_absent_from_docker_inspect(mh
     assert not any(e.startswith("API_TOKEN=") for e in json.loads(inspect)[0]["Config"]["Env"])
 
 
-async def _spawn(hub: Hub, user: str, groups: set[str]) -> str:
-    """The backend's spawn with the user's groups, as the daemon calls it for a request."""
-    config = load_config(hub.config_path, hub.env())
-    backend = DockerBackend(config)
-    try:
-        slug = make_slug(config.identity.issuer, user)
-        info = await backend.spawn(config.apps["whoami"], user, slug, groups=frozenset(groups))
-        return info.container_id
-    finally:
-        await backend.close()
+def _spawn(hub: Hub, user: str, groups: set[str]) -> str:
+    """A page load with the user's groups in the groups header, as Apache sends it."""
+    groups_header = role_defaults("servicehub")["servicehub_groups_header"]
+    first = hub.get(user, "/whoami", extra=[(groups_header, ",".join(sorted(groups)))])
+    assert first.is_wait, first.text
+    wait_for(lambda: hub.status(user, "whoami")["state"] == "ready", 60, f"{user}'s app")
+    (container,) = [
+        c for c in hub.containers(app="whoami") if c["Config"]["Labels"]["servicehub.user"] == user
+    ]
+    return str(container["Id"])
 
 
 def test_a_group_directory_is_shared_by_members_and_invisible_to_others(mhub):
-    alice = asyncio.run(_spawn(mhub, "alice", {"team-a", "other"}))
-    bob = asyncio.run(_spawn(mhub, "bob", {"team-a"}))
-    carol = asyncio.run(_spawn(mhub, "carol", {"team-b"}))
+    alice = _spawn(mhub, "alice", {"team-a", "other"})
+    bob = _spawn(mhub, "bob", {"team-a"})
+    carol = _spawn(mhub, "carol", {"team-b"})
     assert sh(alice, "echo from-alice > /shared/team-a/note").returncode == 0
     assert sh(bob, "cat /shared/team-a/note").stdout == "from-alice\n"
     assert sh(bob, "echo from-bob >> /shared/team-a/note").returncode == 0

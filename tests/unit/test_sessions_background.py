@@ -24,7 +24,7 @@ class GoneBackend:
     async def plan_address(self, app):
         return None
 
-    async def spawn(self, app, user, slug, address=None):
+    async def spawn(self, app, user, slug, address=None, groups=frozenset()):
         self.spawned.append((app.name, slug))
         return SessionInfo("new", "c", app.name, slug, user, datetime.now(UTC), "running", 0, "x")
 
