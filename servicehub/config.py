@@ -24,6 +24,7 @@ from .config_section import ABS_PATH_RE, Section, parse_size
 # ConfigError is part of this module's interface (the CLI and tests catch it here).
 from .config_section import ConfigError as ConfigError
 from .host_mounts import check_host
+from .pages_config import AppPage, PagesConfig, parse_app_page, parse_pages
 
 DEFAULT_CONFIG_PATH = Path("/etc/servicehub/servicehub.yml")
 
@@ -94,6 +95,7 @@ class AppConfig:
     allow_groups: frozenset[str]
     mounts: AppMounts = field(default_factory=AppMounts)  # datasets, group dirs, secrets
     docker: DockerSettings = field(default_factory=DockerSettings)
+    page: AppPage = field(default_factory=AppPage)  # its entry on the home page
 
     def allows(self, user: str, groups: frozenset[str]) -> bool:
         if not self.allow_users and not self.allow_groups:
@@ -150,6 +152,7 @@ class Config:
     apps: dict[str, AppConfig] = field(default_factory=dict)
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
     roots: HostRoots = field(default_factory=HostRoots)  # where app mounts may come from
+    pages: PagesConfig = field(default_factory=PagesConfig)  # home and admin pages
     # Not from the file: secrets come from the environment only.
     proxy_secret: str | None = None
 
@@ -213,6 +216,7 @@ def _parse_app(name: str, data: Any, roots: HostRoots) -> AppConfig:
     lifetimes = _lifetimes(s)
     activity = _activity_signals(s, limits)
     allow_users, allow_groups = _allow(s.section("allow"))
+    page = parse_app_page(s)
     s.finish()
     check_environment(path, mounts, environment)
     check_targets(path, _targets(volume, tmpfs, mounts))
@@ -237,6 +241,7 @@ def _parse_app(name: str, data: Any, roots: HostRoots) -> AppConfig:
         allow_groups=allow_groups,
         mounts=mounts,
         docker=docker,
+        page=page,
         **lifetimes,
         **activity,
     )
@@ -468,6 +473,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     )
     apps = _apps(top, roots)
     reaper = _reaper(top.section("reaper"))
+    pages = parse_pages(top.section("pages"))
     top.finish()
     proxy_secret = _proxy_secret(environ)
     return Config(
@@ -482,6 +488,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         apps=apps,
         reaper=reaper,
         roots=roots,
+        pages=pages,
         proxy_secret=proxy_secret,
     )
 

@@ -24,6 +24,7 @@ STATUS_PATH = "/_servicehub/api/status"
 START_PATH = "/_servicehub/api/start"
 RETRY_PATH = "/_servicehub/retry"
 HEALTH_PATH = "/_servicehub/healthz"
+HOME_PATH = "/_servicehub/"
 LONG_POLL_SECONDS = 20.0
 MANAGER_KEY: web.AppKey[SessionManager] = web.AppKey("manager", SessionManager)
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
@@ -222,6 +223,8 @@ class Handlers:
         try:
             identity = identify(request, self.config)
             app = match_app(self.config, request.host, request.path)
+            if app is None and request.path == "/":  # no app at "/": the hub's home page
+                raise web.HTTPFound(location=HOME_PATH)
             if app is None or request.path.startswith(RESERVED_PREFIX):
                 raise Refused(404, "Nothing here", "No app is published at this address.")
             authorize(app, identity)
@@ -336,6 +339,10 @@ def make_app(config: Config, manager: SessionManager) -> web.Application:
     app.router.add_get(BOOTING_PATH, handlers.booting)
     app.router.add_post(RETRY_PATH, handlers.retry)
     app.router.add_post(START_PATH, handlers.start)
+    # Imported here: the hub pages use this module's identify and refusal.
+    from .hub_pages import add_hub_routes
+
+    add_hub_routes(app, config, manager)
     app.router.add_route("*", "/{tail:.*}", handlers.spawn)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:

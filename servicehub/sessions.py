@@ -17,6 +17,7 @@ import aiohttp
 
 from .backend import Backend, SessionInfo
 from .config import AppConfig, Config
+from .failures import FailureLog
 from .locks import SessionLocks
 from .probes import Http
 from .routes import RouteStore
@@ -47,7 +48,10 @@ class SessionManager:
         self.sessions = self.table.sessions
         self._tasks: set[asyncio.Task[None]] = set()
         self._http = Http()
-        self.spawner = Spawner(config, backend, routes, self.locks, self.table, self._http)
+        self.failures = FailureLog()  # recent spawn failures, for the admin view
+        self.spawner = Spawner(
+            config, backend, routes, self.locks, self.table, self._http, self.failures
+        )
         self.watcher = DockerWatcher(config.hub, backend, routes, self.table)
         self.teardown = Teardown(
             config.hub, config.traefik.api_url, backend, routes, self.locks, self._http

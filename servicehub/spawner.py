@@ -12,6 +12,7 @@ import time
 
 from .backend import Backend, SessionInfo, SpawnError
 from .config import AppConfig, Config
+from .failures import FailureLog
 from .locks import LOCK_TIMEOUT, SessionLocks
 from .probes import Http, app_answers, poll_until, traefik_has_router
 from .routes import RouteStore, SessionRoute
@@ -37,6 +38,7 @@ class Spawner:
         locks: SessionLocks,
         table: SessionTable,
         http: Http,
+        failures: FailureLog | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -44,6 +46,7 @@ class Spawner:
         self.locks = locks
         self.table = table
         self.http = http
+        self.failures = failures or FailureLog()
 
     async def spawn(self, session: Session, app: AppConfig) -> None:
         # The reaper holds this lock while it removes the session's old container.
@@ -213,12 +216,15 @@ class Spawner:
             reason,
             extra=session.fields(self.config.hub, "failed", reason=reason),
         )
+        output = ""
         try:
             self.routes.remove_session(*session.key)
             if session.container_id is not None:
+                output = await self.backend.logs_tail(session.container_id)  # for the admin view
                 await self.backend.remove(session.container_id)
         except Exception:
             log.exception("cleanup of failed session app=%s slug=%s", session.app, session.slug)
+        self.failures.add(session.app, session.slug, session.user, reason, output)
         await session.set(State.FAILED, reason)
 
     async def _forget(self, session: Session, why: str) -> None:

@@ -38,6 +38,7 @@ def role_defaults(role: str) -> dict[str, Any]:
 # The identity headers Apache sets on a real hub (the test client sends them itself).
 USER_HEADER: str = role_defaults("servicehub")["servicehub_user_header"]
 SECRET_HEADER: str = role_defaults("servicehub")["servicehub_proxy_secret_header"]
+GROUPS_HEADER: str = role_defaults("servicehub")["servicehub_groups_header"]
 TRAEFIK_TEMPLATE = ROLES / "traefik" / "templates" / "etc" / "traefik" / "traefik.yml.j2"
 
 
@@ -155,6 +156,7 @@ class Hub:
     daemon_port: int = field(default_factory=free_port)
     traefik: subprocess.Popen[bytes] | None = None
     daemon: subprocess.Popen[bytes] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # more top-level config (pages)
 
     @property
     def routes_dir(self) -> Path:
@@ -199,6 +201,7 @@ class Hub:
                 "access_log": str(self.access_log),
             },
             "apps": self.apps,
+            **self.settings,
         }
         self.config_path.write_text(yaml.safe_dump(config))
 
