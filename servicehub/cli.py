@@ -88,6 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Imported here: the reaper, run every minute, starts faster without the web server.
     from aiohttp import web
 
+    from .metrics import serving
     from .server import make_app
 
     config = _config(args)
@@ -98,8 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("servicehub").info(
         "servicehub %s listening on %s", __version__, config.daemon_url
     )
+    app = make_app(config, manager)
+    app.cleanup_ctx.append(serving(config, manager))  # /metrics on its own port
     web.run_app(
-        make_app(config, manager),
+        app,
         host=config.listen_host,
         port=config.listen_port,
         print=None,

@@ -24,6 +24,7 @@ from .config_section import ABS_PATH_RE, Section, parse_size
 # ConfigError is part of this module's interface (the CLI and tests catch it here).
 from .config_section import ConfigError as ConfigError
 from .host_mounts import check_host
+from .metrics_config import MetricsConfig, parse_metrics
 from .pages_config import AppPage, PagesConfig, parse_app_page, parse_pages
 
 DEFAULT_CONFIG_PATH = Path("/etc/servicehub/servicehub.yml")
@@ -151,6 +152,7 @@ class Config:
     traefik: TraefikConfig
     apps: dict[str, AppConfig] = field(default_factory=dict)
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     roots: HostRoots = field(default_factory=HostRoots)  # where app mounts may come from
     pages: PagesConfig = field(default_factory=PagesConfig)  # home and admin pages
     # Not from the file: secrets come from the environment only.
@@ -473,6 +475,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     )
     apps = _apps(top, roots)
     reaper = _reaper(top.section("reaper"))
+    metrics = parse_metrics(top.section("metrics"), listen_port)
     pages = parse_pages(top.section("pages"))
     top.finish()
     proxy_secret = _proxy_secret(environ)
@@ -487,6 +490,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         traefik=traefik,
         apps=apps,
         reaper=reaper,
+        metrics=metrics,
         roots=roots,
         pages=pages,
         proxy_secret=proxy_secret,

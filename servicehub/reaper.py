@@ -32,6 +32,7 @@ from .locks import SessionLocks
 from .probes import Http
 from .reaper_collect import Collected, Collector, JournalReader, daemon_source
 from .reaper_decision import Judged, judge, window
+from .reaper_metrics import publish
 from .reaper_removal import remove
 from .reaper_report import Row, log_row
 from .reaper_state import STATE_FILE, ReaperState, load_state, save_state
@@ -140,6 +141,9 @@ class Reaper:
             collected.docker_seconds,
             time.perf_counter() - started,
         )
+        if not dry_run:  # for node-exporter: a oneshot cannot be scraped (reaper_metrics.py)
+            took = time.perf_counter() - started
+            publish(self.config, rows, collected, now, state.last_run, took)
         return rows
 
     def _save(self, collected: Collected, results: list[Judged], now: Instant) -> None:

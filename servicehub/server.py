@@ -11,7 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
-from . import pages
+from . import metrics, pages
 from .config import RESERVED_PREFIX, AppConfig, Config
 from .identity import Identity, IdentityError, parse_identity, secret_matches
 from .routes import BOOTING_PATH
@@ -74,6 +74,7 @@ def no_session(request: web.Request, app: AppConfig) -> web.Response:
         f"to start one (scripts: POST {start_url(app.name)})."
     )
     headers = {"Cache-Control": "no-store", "X-Servicehub-Session": "none"}
+    metrics.refused(409, "No session")
     if wants_html(request):
         return web.Response(
             status=409,
@@ -89,6 +90,7 @@ def no_session(request: web.Request, app: AppConfig) -> web.Response:
 
 
 def refusal(request: web.Request, exc: Refused) -> web.Response:
+    metrics.refused(exc.status, exc.title)
     if wants_html(request):
         return web.Response(
             status=exc.status,

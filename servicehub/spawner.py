@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from . import metrics
 from .backend import Backend, SessionInfo, SpawnError
 from .config import AppConfig, Config
 from .failures import FailureLog
@@ -59,6 +60,7 @@ class Spawner:
         # container's start takes, so waiting for one and then the other would add them up.
         # Until the app listens, Traefik hands its 502 to the daemon's wait page.
         route_live: asyncio.Future[None] | None = None
+        metrics.spawn_started(app.name)
         try:
             address = await self.backend.plan_address(app.name)
             if address is not None:
@@ -86,6 +88,7 @@ class Spawner:
             assert route_live is not None  # written with the planned or the actual address
             await asyncio.gather(self._wait_ready(session, app, info.address), route_live)
             await self._confirm_ready(session, app)
+            metrics.spawn_ready(session)
             self.routes.write_session(route_of(session))  # the app's own 5xx are its own now
         except SpawnError as exc:
             await self.fail(session, str(exc))
@@ -142,6 +145,7 @@ class Spawner:
         api = self.config.traefik.api_url
         if not await poll_until(lambda: traefik_has_router(self.http(), api, name), ROUTE_TIMEOUT):
             raise SpawnError("the proxy did not pick up the route to your app")
+        metrics.spawn_routed(session)
 
     async def _confirm_ready(self, session: Session, app: AppConfig) -> None:
         """Ready only if the container still runs once the app answers and the route is live."""
@@ -216,6 +220,7 @@ class Spawner:
             reason,
             extra=session.fields(self.config.hub, "failed", reason=reason),
         )
+        metrics.spawn_failed(session.app, reason)
         output = ""
         try:
             self.routes.remove_session(*session.key)

@@ -58,7 +58,13 @@ def traefik_binary() -> str:
 
 
 def traefik_static_config(
-    web_port: int, api_port: int, routes_dir: Path, access_log: Path, user_header: str = USER_HEADER
+    web_port: int,
+    api_port: int,
+    routes_dir: Path,
+    access_log: Path,
+    user_header: str = USER_HEADER,
+    *,
+    metrics_port: int,
 ) -> dict[str, Any]:
     """The static config the traefik role installs: its template, rendered by Ansible from the
     role's defaults and vars (and servicehub's header names), with this hub's ports and paths in
@@ -81,6 +87,7 @@ def traefik_static_config(
         "ansible_managed": "rendered by tests/harness.py",
         "traefik_web_port": web_port,
         "traefik_api_port": api_port,
+        "traefik_metrics_port": metrics_port,
         "traefik_dynamic_dir": str(routes_dir),
         "traefik_log_dir": str(access_log.parent),
         "__traefik_access_log": str(access_log),
@@ -154,6 +161,8 @@ class Hub:
     web_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     daemon_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    traefik_metrics_port: int = field(default_factory=free_port)
     traefik: subprocess.Popen[bytes] | None = None
     daemon: subprocess.Popen[bytes] | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # more top-level config (pages)
@@ -171,6 +180,10 @@ class Hub:
         return self.workdir / "state"
 
     @property
+    def metrics_textfile(self) -> Path:
+        return self.state_dir / "metrics" / "servicehub_reaper.prom"
+
+    @property
     def config_path(self) -> Path:
         return self.workdir / "servicehub.yml"
 
@@ -185,12 +198,17 @@ class Hub:
     def write_config(self) -> None:
         self.routes_dir.mkdir(parents=True, exist_ok=True)
         static = traefik_static_config(
-            self.web_port, self.api_port, self.routes_dir, self.access_log
+            self.web_port,
+            self.api_port,
+            self.routes_dir,
+            self.access_log,
+            metrics_port=self.traefik_metrics_port,
         )
         (self.workdir / "traefik.yml").write_text(yaml.safe_dump(static))
         config = {
             "hub": self.hub_name,
             "listen": {"host": "127.0.0.1", "port": self.daemon_port},
+            "metrics": {"port": self.metrics_port, "textfile": str(self.metrics_textfile)},
             "volumes_root": str(self.workdir / "volumes"),
             "state_dir": str(self.state_dir),
             "identity": {"issuer": "https://idp.test"},

@@ -222,9 +222,12 @@ def test_the_harness_runs_traefik_with_the_roles_static_config():
     harness's ports and paths land where the role puts the host's, and nothing else differs."""
     from tests.harness import USER_HEADER, traefik_static_config
 
-    config = traefik_static_config(10881, 10899, Path("/t/dynamic"), Path("/t/log/access.json"))
+    config = traefik_static_config(
+        10881, 10899, Path("/t/dynamic"), Path("/t/log/access.json"), metrics_port=10982
+    )
     assert config["entryPoints"]["web"]["address"] == "127.0.0.1:10881"
     assert config["entryPoints"]["traefik"]["address"] == "127.0.0.1:10899"
+    assert config["entryPoints"]["metrics"]["address"] == "127.0.0.1:10982"
     assert config["providers"]["file"]["directory"] == "/t/dynamic"
     assert config["accessLog"]["filePath"] == "/t/log/access.json"
     assert config["accessLog"]["fields"]["headers"]["names"] == {USER_HEADER: "keep"}
