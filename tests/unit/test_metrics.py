@@ -212,3 +212,18 @@ def test_a_damaged_textfile_starts_the_counters_again(tmp_path):
     path.write_text("servicehub_reaper_runs_total{ 12\n")
     assert previous_totals(path) == {}
     assert previous_totals(tmp_path / "missing.prom") == {}
+
+
+def test_the_dashboard_and_the_rules_use_only_metrics_that_exist():
+    import re
+
+    defined = {
+        "servicehub_" + m
+        for path in ("servicehub/metrics.py", "servicehub/reaper_metrics.py")
+        for m in re.findall(r'"servicehub_(\w+)"', (ROOT / path).read_text())
+    }
+    rules = ROOT / "roles/monitoring/templates/etc/prometheus/servicehub.rules.yml.j2"
+    for path in (ROOT / "docs/grafana-dashboard.json", rules):
+        for name in set(re.findall(r"servicehub_\w+", path.read_text())):
+            base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+            assert name in defined or base in defined, (path.name, name)
