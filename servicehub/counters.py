@@ -105,6 +105,15 @@ def cpu_ns(file: Path, unit: int) -> int:
     return int(text.strip()) * unit
 
 
+def container_cgroup(pid: int, container_id: str, proc: Path = PROC) -> str | None:
+    """``/proc/<pid>/cgroup`` if ``pid`` is (still) a process of that container, else None.
+    Raises OSError when it cannot be read."""
+    if pid <= 0:
+        return None
+    cgroup = (proc / str(pid) / "cgroup").read_text()
+    return cgroup if container_id in cgroup else None
+
+
 def read_counters(
     pid: int,
     container_id: str,
@@ -115,11 +124,9 @@ def read_counters(
 ) -> Counters | None:
     """The container's counters through its main process, or None if ``pid`` is not (or no
     longer) that container's or the files cannot be read here."""
-    if pid <= 0:
-        return None
     try:
-        cgroup = (proc / str(pid) / "cgroup").read_text()
-        if container_id not in cgroup:
+        cgroup = container_cgroup(pid, container_id, proc)
+        if cgroup is None:
             return None
         found = cpu_file(cgroup, cgroup_root)
         if found is None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .counters import CGROUP_ROOT, PROC, Counters
+from .counters import CGROUP_ROOT, PROC, Counters, container_cgroup
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,9 @@ def memory_bytes(
 ) -> int | None:
     """The memory of the container's cgroup, through its main process; None if unreadable or
     the process is no longer that container's."""
-    if pid <= 0:
-        return None
     try:
-        cgroup = (proc / str(pid) / "cgroup").read_text()
-        if container_id not in cgroup:
+        cgroup = container_cgroup(pid, container_id, proc)
+        if cgroup is None:
             return None
         for line in cgroup.splitlines():
             _, controllers, path = line.split(":", 2)
