@@ -188,6 +188,49 @@ def _client_secret(args: argparse.Namespace) -> str | None:
     return secret or None
 
 
+def _provider(
+    ctx: Context, args: argparse.Namespace, answers: Answers, errors: list[AnswerError]
+) -> Provider | None:
+    """The provider's discovery document (None offline), the issuer filled in from it."""
+    if not answers.login.provider:
+        return None
+    try:
+        answers.login.provider = metadata_url_for(answers.login.provider)
+        if args.offline:
+            answers.login.issuer = answers.login.issuer or expected_issuer(answers.login.provider)
+            return None
+        provider = discover(answers.login.provider, ctx.fetcher)
+        answers.login.issuer = provider.issuer
+        return provider
+    except DiscoveryError as exc:
+        errors.append(AnswerError("apache_oidc_provider_metadata_url", str(exc)))
+        return None
+
+
+def _vault_and_secret(
+    ctx: Context, args: argparse.Namespace, checks: Checks, errors: list[AnswerError]
+) -> tuple[str, dict[str, Any], str]:
+    """The Vault password, what the Vault holds now, and the client secret (new or kept).
+    A missing password raises VaultError; a missing or bad secret is added to ``errors``."""
+    password = password_from(args.vault_password_file)
+    if password is None:
+        raise VaultError(
+            "a Vault password is needed: --vault-password-file FILE or $SERVICEHUB_VAULT_PASSWORD"
+        )
+    old_vault = read_vault(ctx.output, password)
+    secret = str(_client_secret(args) or old_vault.get(VAULT_SECRET_VAR) or "")
+    try:
+        if not secret:
+            raise AnswerError(
+                "apache_oidc_client_secret",
+                f"is required: --client-secret-file FILE or ${SECRET_ENV}",
+            )
+        checks.client_secret(secret)
+    except AnswerError as exc:
+        errors.append(exc)
+    return password, old_vault, secret
+
+
 def non_interactive(ctx: Context, args: argparse.Namespace, current: Answers) -> int:
     def say(text: str = "") -> None:
         print(text, flush=True)
@@ -207,53 +250,22 @@ def non_interactive(ctx: Context, args: argparse.Namespace, current: Answers) ->
         return 2
     checks = Checks(ctx.roles)
     answers.certificate.mode = answers.certificate.mode.replace("_", "-")
-    provider: Provider | None = None
-    if answers.login.provider:
-        try:
-            answers.login.provider = metadata_url_for(answers.login.provider)
-            if args.offline:
-                answers.login.issuer = answers.login.issuer or expected_issuer(
-                    answers.login.provider
-                )
-            else:
-                provider = discover(answers.login.provider, ctx.fetcher)
-                answers.login.issuer = provider.issuer
-        except DiscoveryError as exc:
-            errors.append(AnswerError("apache_oidc_provider_metadata_url", str(exc)))
+    provider = _provider(ctx, args, answers, errors)
     try:
         answers.login.groups_claim = checks.groups_claim(answers.login.groups_claim, None)
     except AnswerError:
         pass  # reported by check_all
     errors += check_all(answers, checks, provider, None if args.offline else ctx.resolver)
     try:
-        password = password_from(args.vault_password_file)
-        if password is None:
-            raise VaultError(
-                "a Vault password is needed: --vault-password-file FILE or "
-                "$SERVICEHUB_VAULT_PASSWORD"
-            )
-        old_vault = read_vault(ctx.output, password)
-        secret = _client_secret(args) or old_vault.get(VAULT_SECRET_VAR)
-        if not secret:
-            errors.append(
-                AnswerError(
-                    "apache_oidc_client_secret",
-                    f"is required: --client-secret-file FILE or ${SECRET_ENV}",
-                )
-            )
-        else:
-            checks.client_secret(str(secret))
+        password, old_vault, secret = _vault_and_secret(ctx, args, checks, errors)
     except VaultError as exc:
         say(f"servicehub-configure: {exc}")
         return 2
-    except AnswerError as exc:
-        errors.append(exc)
     if errors:
         say("servicehub-configure: refused:")
         for error in errors:
             say(f"  {error}")
         return 2
-    assert password is not None  # checked above
     vault_data = {**old_vault, VAULT_SECRET_VAR: str(secret)}
     planned = plan_files(ctx, answers, vault_data, old_vault, password)
     edited = [p for p in planned if p.status is Status.HAND_EDITED]

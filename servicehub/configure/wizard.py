@@ -131,6 +131,12 @@ class Wizard:
         secret = self.p.ask_secret(
             "The client secret (not shown as you type)", self.checks.client_secret, has_secret
         )
+        self._ask_claims(answers, provider)
+        return provider, secret
+
+    def _ask_claims(self, answers: Answers, provider: Provider) -> None:
+        """The user id and groups claims, who may log in, and the scopes to ask for."""
+        login = answers.login
         offered = provider.claims
 
         def claim(variable: str) -> Callable[[str], str]:
@@ -171,7 +177,6 @@ class Wizard:
             " ".join(scopes),
             lambda value: self.checks.scope(value, provider),
         )
-        return provider, secret
 
     # ---- the apps -------------------------------------------------------------------------
 
