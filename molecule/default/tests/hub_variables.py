@@ -19,8 +19,9 @@ def _load(path: Path) -> dict:
 
 
 def scenario_variables() -> dict:
-    files = [ROLES / role / "defaults" / "main.yml" for role in ("traefik", "servicehub")]
-    files += [ROLES / role / "vars" / "main.yml" for role in ("traefik", "servicehub")]
+    roles = ("traefik", "servicehub", "apache_oidc")
+    files = [ROLES / role / "defaults" / "main.yml" for role in roles]
+    files += [ROLES / role / "vars" / "main.yml" for role in roles]
     links = _load(SCENARIO / "molecule.yml")["provisioner"]["inventory"]["links"]
     group_vars = SCENARIO / links["group_vars"]
     for group in ("all", "hub"):
