@@ -108,8 +108,8 @@ def spawn_started(app: str) -> None:
 
 
 def spawn_routed(session: Session) -> None:
-    """The session's route is live. Only while it spawns: a re-route is not a spawn."""
-    if session.state in (State.CREATING, State.STARTING):
+    """The session's route is live for the first time: a re-route is not a spawn."""
+    if not session.routed:
         SPAWN_ROUTED.labels(session.app).observe(time.monotonic() - session.started)
 
 

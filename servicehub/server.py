@@ -13,6 +13,7 @@ from yarl import URL
 
 from . import metrics, pages
 from .config import RESERVED_PREFIX, AppConfig, Config
+from .handover import Handover
 from .identity import Identity, IdentityError, parse_identity, secret_matches
 from .routes import BOOTING_PATH
 from .session_state import Session, State
@@ -211,6 +212,7 @@ class Handlers:
     def __init__(self, config: Config, manager: SessionManager) -> None:
         self.config = config
         self.manager = manager
+        self.handover = Handover(config)
 
     def _named_app(self, request: web.Request, name: str) -> tuple[Identity, AppConfig]:
         """The caller, and the app a daemon API request names, which they may use."""
@@ -244,6 +246,8 @@ class Handlers:
         )
         if session is None:
             return no_session(request, app)
+        if session.state == State.READY and not session.routed:
+            return await self.handover.forward(request, session)  # Traefik still loads the route
         return session_response(request, app, session)
 
     async def booting(self, request: web.Request) -> web.StreamResponse:
@@ -356,6 +360,7 @@ def make_app(config: Config, manager: SessionManager) -> web.Application:
             await watcher
         await manager.close()
         await manager.backend.close()
+        await handlers.handover.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

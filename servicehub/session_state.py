@@ -49,6 +49,9 @@ class Session:
     message: str = "Creating your container"
     container_id: str | None = None
     url: str | None = None
+    # Traefik serves the session's route. Until then the daemon hands a ready session's
+    # requests to its app (handover.py).
+    routed: bool = False
     started: float = field(default_factory=time.monotonic)
     # One counter for all sessions: a wait page polling with the version of a replaced session
     # must see the new one as newer at once.

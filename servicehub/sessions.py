@@ -100,6 +100,7 @@ class SessionManager:
                 continue
             session = self._session_from(info)
             session.state, session.message = State.READY, "Ready"
+            session.routed = True  # its route file is (made) there; else its request re-routes
             self.table.add(session)
             routes.append(route_of(session))
         written, removed = self.routes.reconcile(routes)
@@ -143,7 +144,7 @@ class SessionManager:
                 await self._discard(session)
                 session = None
             if session is not None:
-                if session.state == State.READY:
+                if session.state == State.READY and session.routed:
                     # Traefik sent this request to us, so it does not serve the route (yet):
                     # write it again and wait until it does.
                     await session.set(State.ROUTING, "Connecting you to your app")

@@ -86,10 +86,12 @@ class Spawner:
             )
             await session.set(State.STARTING, "Starting the app")
             assert route_live is not None  # written with the planned or the actual address
-            await asyncio.gather(self._wait_ready(session, app, info.address), route_live)
+            await self._wait_ready(session, app, info.address)
             await self._confirm_ready(session, app)
             metrics.spawn_ready(session)
-            self.routes.write_session(route_of(session))  # the app's own 5xx are its own now
+            # Ready for its person now. Traefik may still be loading the route (longer the more
+            # sessions run): until it serves it, the daemon hands the requests over.
+            await self._finish_route(session, route_live)
         except SpawnError as exc:
             await self.fail(session, str(exc))
         except asyncio.CancelledError:
@@ -100,6 +102,17 @@ class Spawner:
         finally:
             if route_live is not None:  # a failed step leaves nothing to wait for
                 route_live.cancel()
+
+    async def _finish_route(self, session: Session, route_live: asyncio.Future[None]) -> None:
+        """Once Traefik serves the route, write it without the wait-page fallback (the app's
+        own 5xx are its own now), unless the session ended meanwhile."""
+        try:
+            await route_live
+        except SpawnError as exc:  # the app works through the daemon; say so, do not kill it
+            log.error("session app=%s slug=%s: %s", session.app, session.slug, exc)
+            return
+        if self.table.get(session.key) is session and session.state == State.READY:
+            self.routes.write_session(route_of(session))
 
     def _route_booting(self, session: Session) -> asyncio.Future[None]:
         """Write the session's route with the wait-page fallback; the wait until it is live."""
@@ -146,6 +159,7 @@ class Spawner:
         if not await poll_until(lambda: traefik_has_router(self.http(), api, name), ROUTE_TIMEOUT):
             raise SpawnError("the proxy did not pick up the route to your app")
         metrics.spawn_routed(session)
+        session.routed = True
 
     async def _confirm_ready(self, session: Session, app: AppConfig) -> None:
         """Ready only if the container still runs once the app answers and the route is live."""

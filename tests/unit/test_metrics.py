@@ -45,7 +45,7 @@ def test_spawn_hooks_count_by_app():
 
 
 def test_a_reroute_is_not_a_spawn():
-    session = Session(app="rr", slug="a-x", user="alice", state=State.ROUTING)
+    session = Session(app="rr", slug="a-x", user="alice", state=State.ROUTING, routed=True)
     metrics.spawn_routed(session)
     assert sample("servicehub_spawn_routed_seconds_count", app="rr") == 0
 

@@ -57,7 +57,9 @@ async def test_no_session_and_no_person_means_no_container(tmp_path):
 
 async def test_a_background_request_forgets_a_ready_session_whose_container_is_gone(tmp_path):
     config, mgr = manager(tmp_path)
-    ready = Session(app="nb", slug="alice-x", user="alice", state=State.READY, container_id="old")
+    ready = Session(
+        app="nb", slug="alice-x", user="alice", state=State.READY, container_id="old", routed=True
+    )
     mgr.sessions[("nb", "alice-x")] = ready
     session = await mgr.ensure(config.apps["nb"], "alice", "alice-x", may_spawn=False)
     assert session is ready
@@ -68,7 +70,9 @@ async def test_a_background_request_forgets_a_ready_session_whose_container_is_g
 
 async def test_a_page_load_in_the_same_race_spawns_anew(tmp_path):
     config, mgr = manager(tmp_path)
-    ready = Session(app="nb", slug="alice-x", user="alice", state=State.READY, container_id="old")
+    ready = Session(
+        app="nb", slug="alice-x", user="alice", state=State.READY, container_id="old", routed=True
+    )
     mgr.sessions[("nb", "alice-x")] = ready
     await mgr.ensure(config.apps["nb"], "alice", "alice-x")
     await settle(mgr)
