@@ -126,6 +126,8 @@ def main() -> None:
         accept = "application/json" if args.json else "text/html"
         resp, text = browser.open(hub + args.path, accept=accept)
         resp, text = end_provider_session(browser, resp, text)
+        if not args.json:  # a page: the wait page's script waits for the app, as here
+            resp, text = arrived(browser, resp, text)
     elif args.command == "click":
         page, text = browser.open(hub + args.path)
         action, fields = find_form(text, args.button)
