@@ -105,7 +105,20 @@ def counters_from_stats(data: Any) -> Counters | None:
         if isinstance(n, dict)
     )
     cpu = int(((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0))
-    return Counters(read=read.timestamp(), net_bytes=net, cpu_ns=cpu)
+    return Counters(
+        read=read.timestamp(), net_bytes=net, cpu_ns=cpu, memory_bytes=memory_in_use(data)
+    )
+
+
+def memory_in_use(data: dict[str, Any]) -> int | None:
+    """Memory as ``docker stats`` shows it: usage less the page cache the kernel can drop."""
+    memory = data.get("memory_stats") or {}
+    usage = memory.get("usage")
+    if not isinstance(usage, int):
+        return None
+    stats = memory.get("stats") or {}
+    inactive = stats.get("inactive_file", stats.get("total_inactive_file", 0))
+    return max(0, usage - int(inactive or 0))
 
 
 def container_spec(

@@ -37,6 +37,9 @@ class Counters:
     net_bytes: int  # received + sent on all of the container's interfaces
     cpu_ns: int  # CPU time used since the container started
     pid: int = 0  # the container's main process they were read through; 0: Docker's API
+    # Memory in use, when Docker's API gave the sample (the admin view's figure where the
+    # daemon's sandbox hides the container's processes); not kept between reaper runs.
+    memory_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -242,8 +242,9 @@ class HubPages:
             if counters is None:
                 return _NO_USAGE
             age = now - info.created.timestamp()
+            memory = counters.memory_bytes  # from Docker's API, when it gave the sample
             return Usage(
-                memory_bytes(counters.pid, info.container_id),
+                memory if memory is not None else memory_bytes(counters.pid, info.container_id),
                 self.cpu.rate(info.container_id, counters, age),
             )
 

@@ -81,3 +81,14 @@ def test_counters_from_docker_stats():
     assert counters.read == pytest.approx(1795697846.525373)
     stopped = {"read": "0001-01-01T00:00:00Z", "cpu_stats": {"cpu_usage": {"total_usage": 0}}}
     assert counters_from_stats(stopped) is None
+
+
+def test_memory_from_docker_stats_leaves_out_the_droppable_page_cache():
+    """Where the daemon's sandbox hides the container's processes (ProtectProc=invisible), the
+    admin view's memory comes from Docker's stats; cgroup v2 and v1 name the cache differently."""
+    base = {"read": "2026-11-26T12:57:26Z", "cpu_stats": {"cpu_usage": {"total_usage": 1}}}
+    v2 = {**base, "memory_stats": {"usage": 50_000_000, "stats": {"inactive_file": 8_000_000}}}
+    v1 = {**base, "memory_stats": {"usage": 50_000_000, "stats": {"total_inactive_file": 1000}}}
+    assert counters_from_stats(v2).memory_bytes == 42_000_000
+    assert counters_from_stats(v1).memory_bytes == 49_999_000
+    assert counters_from_stats(base).memory_bytes is None
