@@ -32,7 +32,8 @@ configure: venv
 # Needs a running Docker Engine and the test images: `make prerequisites` provides both.
 # ensure-docker.sh (quick when the engine runs) also remounts cgroup controllers that a Molecule
 # scenario's nested systemd may have unmounted: without them Docker's stats API returns nothing.
-integration: venv
+# The wizard's terminal tests talk to the test OpenID provider: it needs its node modules.
+integration: venv oidc-provider
 	scripts/ensure-docker.sh
 	$(PYTEST) -q -m integration tests/integration
 
@@ -88,7 +89,7 @@ security: prerequisites venv oidc-provider
 	$(PYTEST) -q tests/integration/test_attacks_container.py
 	$(MAKE) molecule-security
 
-test: prerequisites venv lint
+test: prerequisites venv oidc-provider lint
 	$(PYTEST) -q tests
 	$(MAKE) molecule
 	$(MAKE) molecule-security
