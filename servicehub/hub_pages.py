@@ -26,9 +26,11 @@ from .config import AppConfig, Config
 from .hub_data import ReaperRecords, Row, app_url, counts, row, visible_apps
 from .identity import Identity
 from .journal import event
+from .metrics_history import HistoryCache
 from .reaper import state_path
 from .server import HOME_PATH, Refused, identify, refusal
 from .sessions import SessionManager
+from .sparkline import sparkline
 from .times import iso
 from .usage import CpuRates, Usage, memory_bytes
 
@@ -49,6 +51,7 @@ _TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
 )
 _TEMPLATES.filters["iso"] = iso
+_TEMPLATES.globals["sparkline"] = sparkline  # returns escaped Markup (sparkline.py)
 
 
 def render(name: str, **context: Any) -> web.Response:
@@ -85,6 +88,7 @@ class HubPages:
         self.tokens = csrf.CsrfTokens(csrf.derive_key(config.proxy_secret))
         self.records = ReaperRecords(state_path(config))
         self.cpu = CpuRates()
+        self.history = HistoryCache(config.pages.prometheus_url)
 
     # --- who is asking ------------------------------------------------------------------
     def is_admin(self, identity: Identity) -> bool:
@@ -258,10 +262,14 @@ class HubPages:
     @refused_as_page
     async def admin_page(self, request: web.Request) -> web.StreamResponse:
         identity = self.admin(request)
-        found = await self.all_rows()
+        found, charts = await asyncio.gather(
+            self.all_rows(), self.history.charts(self.manager.http)
+        )
         return render(
             "hub_admin.html",
             sessions=found,
+            charts=charts if isinstance(charts, list) else [],
+            no_history=charts if isinstance(charts, str) else None,
             counts=counts(r for r, _ in found),
             failures=self.manager.failures.recent(),
             **self.page_context(identity),

@@ -16,6 +16,8 @@ COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 # A link target: a same-site path or an https URL, no spaces, quotes or angle brackets.
 URL_RE = re.compile(r"^(/(?!/)|https://)[\x21-\x7e]*$")
 _URL_BAD = set("\"'<>\\`")
+# Where the admin view asks for its charts' history: Prometheus's base URL, usually loopback.
+PROMETHEUS_URL_RE = re.compile(r"^https?://[\x21-\x7e]+$")
 MIN_CONTRAST = 4.5
 
 
@@ -45,6 +47,7 @@ class PagesConfig:
     admin_group: str | None = None  # None: nobody sees the admin view
     logout_url: str = "/logout"
     branding: Branding = Branding()
+    prometheus_url: str | None = None  # None: the admin view shows no history charts
 
 
 def _url(section: Section, name: str, default: str | None) -> str | None:
@@ -77,8 +80,16 @@ def parse_pages(p: Section) -> PagesConfig:
     logout_url = _url(p, "logout_url", PagesConfig.logout_url)
     assert logout_url is not None
     branding = _branding(p.section("branding"))
+    prometheus_url = p.text(
+        "prometheus_url", None, pattern=PROMETHEUS_URL_RE, hint="an http:// or https:// URL"
+    )
     p.finish()
-    return PagesConfig(admin_group=admin_group, logout_url=logout_url, branding=branding)
+    return PagesConfig(
+        admin_group=admin_group,
+        logout_url=logout_url,
+        branding=branding,
+        prometheus_url=prometheus_url,
+    )
 
 
 def _branding(b: Section) -> Branding:

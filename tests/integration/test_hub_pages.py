@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
-from urllib.parse import urlencode
+import threading
+import time
+from typing import ClassVar
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.harness import EXAMPLE_IMAGE, GROUPS_HEADER, Hub, Response, raw_request, wait_for
+from servicehub.metrics_history import CHARTS
+from tests.harness import (
+    EXAMPLE_IMAGE,
+    GROUPS_HEADER,
+    Hub,
+    Response,
+    free_port,
+    raw_request,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +220,115 @@ def test_logout_stops_apps_with_stop_on_logout(phub):
     resp = post(phub, "alice", "/_servicehub/logout", {"csrf": token(phub, "alice")})
     assert resp.status == 303 and resp.headers["Location"] == "/logout"
     assert phub.containers(app="whoami", user="alice") == []
+
+
+class StandInPrometheus:
+    """Answers /api/v1/query_range with a canned matrix, on a free loopback port."""
+
+    MATRIX: ClassVar[dict] = {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [{"metric": {"app": "whoami"}, "values": [[1000, "1"], [1300, "3"]]}],
+        },
+    }
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                if url.path != "/api/v1/query_range":
+                    self.send_error(404)
+                    return
+                owner.queries.append(parse_qs(url.query)["query"][0])
+                body = json.dumps(owner.MATRIX).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def prometheus():
+    stand_in = StandInPrometheus()
+    try:
+        yield stand_in
+    finally:
+        stand_in.close()
+
+
+def hub_with_prometheus(request, tmp_path, url: str):
+    settings = {"pages": {**PAGES["pages"], "prometheus_url": url}}
+    hub = Hub(workdir=tmp_path / "hub", apps=pages_apps(), settings=settings)
+    hub.workdir.mkdir()
+    try:
+        hub.start()
+        yield hub
+    finally:
+        reports = request.node.stash.get("reports", {})
+        if any(r.failed for r in reports.values()):
+            print(hub.logs())
+        hub.stop()
+        hub.cleanup_docker()
+
+
+@pytest.fixture
+def chub(request, tmp_path, example_image, prometheus):
+    yield from hub_with_prometheus(request, tmp_path, prometheus.url)
+
+
+@pytest.fixture
+def down_hub(request, tmp_path, example_image):
+    # nothing listens there
+    yield from hub_with_prometheus(request, tmp_path, f"http://127.0.0.1:{free_port()}")
+
+
+def test_admin_charts_from_prometheus_cached_then_no_history_when_down(chub, prometheus):
+    page = as_user(chub, ADMIN, "/_servicehub/admin", "hub-admins")
+    assert page.status == 200
+    assert "No history" not in page.text
+    charts = page.text[page.text.index('<div id="history">') :]
+    assert charts.count('<svg class="sparkline"') == 2  # sessions and spawn p90, app whoami
+    assert "<script" not in page.text.lower()
+    assert 'aria-label="whoami, Ready sessions: min 1, max 3, latest 3"' in charts
+    assert "<title>whoami, Spawn time to ready, p90: min 1 s, max 3 s, latest 3 s</title>" in charts
+    assert sorted(prometheus.queries) == sorted(q for _, _, q in CHARTS)
+
+    # A reload within the minute is served from the cache, even with Prometheus gone.
+    prometheus.close()
+    again = as_user(chub, ADMIN, "/_servicehub/admin", "hub-admins")
+    assert again.status == 200 and again.text.count('<svg class="sparkline"') == 2
+    assert len(prometheus.queries) == len(CHARTS)
+
+
+def test_admin_page_says_no_history_when_prometheus_is_down(down_hub):
+    started = time.monotonic()
+    page = as_user(down_hub, ADMIN, "/_servicehub/admin", "hub-admins")
+    assert time.monotonic() - started < 3  # the history's timeout is one second
+    assert page.status == 200
+    assert re.search(r'<p id="history">No history: http://127\.0\.0\.1:\d+: ', page.text)
+    assert "<svg" not in page.text
+    assert 'id="sessions"' in page.text and "Recent spawn failures" in page.text
+
+
+def test_admin_page_without_prometheus_url_says_so(phub):
+    page = as_user(phub, ADMIN, "/_servicehub/admin", "hub-admins")
+    assert page.status == 200
+    assert "No history: no Prometheus configured (pages.prometheus_url)" in page.text

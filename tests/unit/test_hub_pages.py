@@ -17,6 +17,9 @@ from servicehub.session_state import Session, State
 def test_pages_defaults_and_branding():
     pages = parse_pages(Section({}, "pages"))
     assert pages.admin_group is None and pages.logout_url == "/logout"
+    assert pages.prometheus_url is None
+    prom = parse_pages(Section({"prometheus_url": "http://127.0.0.1:9090"}, "pages"))
+    assert prom.prometheus_url == "http://127.0.0.1:9090"
     custom = parse_pages(
         Section({"admin_group": "ops", "branding": {"colors": {"accent": "#005a9c"}}}, "pages")
     )
@@ -33,6 +36,7 @@ def test_pages_defaults_and_branding():
         ({"logout_url": "//evil.example/"}, "pages.logout_url"),
         ({"branding": {"footer": {"url": '/a"b'}}}, "pages.branding.footer.url"),
         ({"admin_group": "a,b"}, "pages.admin_group"),
+        ({"prometheus_url": "127.0.0.1:9090"}, "pages.prometheus_url"),
         ({"colour": 1}, "pages.colour"),
     ],
 )
