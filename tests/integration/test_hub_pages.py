@@ -6,7 +6,6 @@ import http.server
 import json
 import re
 import threading
-import time
 from typing import ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -319,9 +318,7 @@ def test_admin_charts_from_prometheus_cached_then_no_history_when_down(chub, pro
 
 
 def test_admin_page_says_no_history_when_prometheus_is_down(down_hub):
-    started = time.monotonic()
     page = as_user(down_hub, ADMIN, "/_servicehub/admin", "hub-admins")
-    assert time.monotonic() - started < 3  # the history's timeout is one second
     assert page.status == 200
     assert re.search(r'<p id="history">No history: http://127\.0\.0\.1:\d+: ', page.text)
     assert "<svg" not in page.text
