@@ -1,8 +1,32 @@
+import shutil
 import subprocess
 
 import pytest
 
 from tests.harness import EXAMPLE_IMAGE, Hub, example_apps
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The machine has no outside network: keep Chromium from trying to reach it.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.fail("Debian's chromium is missing: make test installs it")
+    with sync_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
 
 
 def _docker_ok() -> bool:
