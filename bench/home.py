@@ -27,7 +27,6 @@ from aiohttp.test_utils import TestClient, TestServer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from servicehub.activity import Activity  # noqa: E402
-from servicehub.backend import SessionInfo  # noqa: E402
 from servicehub.config import parse_config  # noqa: E402
 from servicehub.counters import Counters  # noqa: E402
 from servicehub.hub_pages import add_hub_routes  # noqa: E402
@@ -35,6 +34,7 @@ from servicehub.identity import make_slug  # noqa: E402
 from servicehub.reaper import state_path  # noqa: E402
 from servicehub.reaper_state import ReaperState, SessionRecord, save_state  # noqa: E402
 from servicehub.routes import RouteStore  # noqa: E402
+from servicehub.session_info import SessionInfo  # noqa: E402
 from servicehub.session_state import Session, State  # noqa: E402
 from servicehub.sessions import SessionManager  # noqa: E402
 

@@ -83,8 +83,8 @@ async def create_containers(hub: str, sessions: int) -> list[str]:
         await docker.close()
 
 
-def run_reap(config: Path, fake: int) -> tuple[float, float, list[dict[str, object]]]:
-    """Wall time of the command, the run's own total from its log, and its rows."""
+def run_reap(config: Path, fake: int) -> tuple[float, float, float, list[dict[str, object]]]:
+    """Wall time of the command, the run's own total and CPU time from its log, and its rows."""
     env = {**os.environ, "SERVICEHUB_CONFIG": str(config)}
     argv = [sys.executable, "-m", "servicehub", "reap", "--json"]
     if fake:
@@ -92,17 +92,17 @@ def run_reap(config: Path, fake: int) -> tuple[float, float, list[dict[str, obje
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     wall = time.perf_counter() - start
-    summary = re.search(r"reaper run: .* total ([\d.]+) s", done.stderr)
+    summary = re.search(r"reaper run: .* total ([\d.]+) s, CPU ([\d.]+) s", done.stderr)
     assert summary is not None, done.stderr[-2000:]
     print(summary.group(0), file=sys.stderr)
-    return wall, float(summary.group(1)), json.loads(done.stdout)
+    return wall, float(summary.group(1)), float(summary.group(2)), json.loads(done.stdout)
 
 
 def fake_main(sessions: int) -> None:
     """`servicehub reap --json` with Docker replaced by a stand-in that answers at once."""
-    from servicehub import cli
-    from servicehub.backend import SessionInfo
+    from servicehub import backend, cli
     from servicehub.counters import Counters
+    from servicehub.session_info import SessionInfo
 
     hub = yaml.safe_load(Path(os.environ["SERVICEHUB_CONFIG"]).read_text())["hub"]
     spawned = datetime.now(UTC) - timedelta(hours=1)
@@ -127,13 +127,13 @@ def fake_main(sessions: int) -> None:
                 for i in range(sessions)
             ]
 
-        async def counters(self, container_id: str) -> Counters:
+        async def counters(self, container_id: str, pid: int = 0) -> Counters:
             return Counters(time.time(), 1000, 1000)
 
         async def close(self) -> None:
             pass
 
-    cli.DockerBackend = FakeBackend  # type: ignore[assignment,misc]
+    backend.DockerBackend = FakeBackend  # type: ignore[assignment,misc]
     sys.exit(cli.main(["reap", "--json"]))
 
 
@@ -175,14 +175,16 @@ def main() -> None:
             with access_log.open("w") as fh:
                 fh.writelines(log_line(hub, i, args.sessions, now) for i in range(args.lines))
             access_log.read_bytes()  # page cache warm, as on a live host
-            full, full_run, rows = run_reap(config, args.sessions if args.fake else 0)
+            full, full_run, full_cpu, rows = run_reap(config, args.sessions if args.fake else 0)
             assert len(rows) == args.sessions and {r["decision"] for r in rows} == {"keep"}, rows[
                 :3
             ]
             assert {r["source"] for r in rows} == {"access-log"}, {r["source"] for r in rows}
             with access_log.open("a") as fh:
                 fh.writelines(log_line(hub, args.lines + i, args.sessions, now) for i in range(100))
-            incremental, incremental_run, rows = run_reap(config, args.sessions if args.fake else 0)
+            incremental, incremental_run, incremental_cpu, rows = run_reap(
+                config, args.sessions if args.fake else 0
+            )
             assert len(rows) == args.sessions
         finally:
             if ids:
@@ -193,9 +195,12 @@ def main() -> None:
         "containers": "fake (in-process stand-in for Docker)" if args.fake else "real",
         "full_command_s": round(full, 3),
         "full_run_s": round(full_run, 3),
+        "full_run_cpu_s": round(full_cpu, 3),
         "incremental_command_s": round(incremental, 3),
         "incremental_run_s": round(incremental_run, 3),
-        "note": "command = process start to exit; run = the reaper's own work, from its log",
+        "incremental_run_cpu_s": round(incremental_cpu, 3),
+        "note": "command = process start to exit; run = the reaper's own work, from its log "
+        "(wall and CPU time)",
     }
     if not args.fake:
         result["container_setup_s"] = round(setup, 1)

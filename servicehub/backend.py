@@ -8,11 +8,9 @@ would implement the same protocol with services instead of containers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -21,36 +19,14 @@ from .config import AppConfig, Config
 from .counters import Counters, read_counters
 from .docker_client import DockerClient, DockerError
 from .host_mounts import MountError, session_mounts
+from .session_info import LABEL, SessionInfo, hub_filter, session_from_engine
 from .session_key import SessionKey, app_network
 from .times import iso_now_ms, parse_iso
 
 log = logging.getLogger("servicehub.backend")
-LABEL = "servicehub"
 # How long a spawn waits for an old container of the same session to finish being removed
 # (the reaper, an operator's `docker rm -f`) before it gives up with an error page.
 CONFLICT_WAIT = 15.0
-_EPOCH = datetime.fromtimestamp(0, UTC)  # a container without a readable created label
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    container_id: str
-    name: str
-    app: str
-    slug: str
-    user: str
-    created: datetime
-    state: str  # Docker's: created, running, exited, ...
-    exit_code: int
-    address: str | None  # IP on the app's network
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def key(self) -> SessionKey:
-        return SessionKey(self.app, self.slug)
 
 
 @dataclass(frozen=True)
@@ -184,8 +160,7 @@ class DockerBackend:
         self.addresses = AddressBook(self.docker)
 
     def _hub_filter(self, **extra: str) -> str:
-        labels = [f"{LABEL}.hub={self.config.hub}"] + [f"{LABEL}.{k}={v}" for k, v in extra.items()]
-        return json.dumps({"label": labels})
+        return hub_filter(self.config.hub, **extra)
 
     async def prepare(self) -> None:
         """One network per app with inter-container traffic off: users cannot reach each other."""
@@ -198,27 +173,7 @@ class DockerBackend:
         return await self.addresses.take(app_network(self.config.hub, app))
 
     def _info(self, data: dict[str, Any]) -> SessionInfo:
-        labels = data.get("Config", {}).get("Labels") or data.get("Labels") or {}
-        app = labels.get(f"{LABEL}.app", "")
-        networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
-        address = (networks.get(app_network(self.config.hub, app)) or {}).get("IPAddress") or None
-        state = data.get("State")
-        if isinstance(state, dict):
-            status, exit_code = state.get("Status", ""), int(state.get("ExitCode", 0))
-        else:
-            status, exit_code = str(state or ""), 0
-        name = data.get("Name") or (data.get("Names") or [""])[0]
-        return SessionInfo(
-            container_id=data["Id"],
-            name=name.lstrip("/"),
-            app=app,
-            slug=labels.get(f"{LABEL}.slug", ""),
-            user=labels.get(f"{LABEL}.user", ""),
-            created=parse_iso(labels.get(f"{LABEL}.created", "")) or _EPOCH,
-            state=status,
-            exit_code=exit_code,
-            address=address,
-        )
+        return session_from_engine(self.config.hub, data)
 
     async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]:
         """The hub's containers. ``detailed=False`` skips one inspect per container (exit codes

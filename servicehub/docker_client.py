@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,27 +10,16 @@ from urllib.parse import quote
 
 import aiohttp
 
-API_VERSION = "v1.41"  # Debian 12's docker.io (20.10); later engines still accept it
+from .docker_api import (
+    API_VERSION,
+    DockerError,
+    DockerUnreachable,
+    engine_unreachable,
+    error_message,
+    os_reason,
+)
 
-
-class DockerError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"Docker API {status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class DockerUnreachable(ConnectionError):
-    """The engine cannot be reached at all (no socket, no permission, nobody listening).
-
-    An ``OSError`` like the aiohttp error it replaces, so code that already treats a failed
-    connection as such still does; its text is one line an operator can act on.
-    """
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot reach Docker at {url}: {reason}")
-        self.url = url
-        self.reason = reason
+__all__ = ["API_VERSION", "DockerClient", "DockerError", "DockerUnreachable", "unreachable_reason"]
 
 
 # What aiohttp raises when the engine is not there, or goes away mid-answer. A slow answer
@@ -50,13 +37,7 @@ def unreachable_reason(exc: BaseException) -> str:
         exc = os_error
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the peer closed the connection"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
-        # By number: asyncio words a refused TCP connection "Connect call failed (...)".
-        text = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
-        return text[:1].lower() + text[1:]
-    return str(exc) or type(exc).__name__
+    return os_reason(exc) or str(exc) or type(exc).__name__
 
 
 def _errno(exc: BaseException) -> int | None:
@@ -74,12 +55,7 @@ class DockerClient:
         return f"unix://{self._socket}"
 
     def _unreachable(self, exc: BaseException) -> DockerUnreachable:
-        reason = unreachable_reason(exc)
-        if _errno(exc) == errno.ENOENT:
-            reason = "no such socket (is docker.service running?)"
-        elif _errno(exc) == errno.ECONNREFUSED:
-            reason += " (is docker.service running?)"
-        return DockerUnreachable(self.url, reason)
+        return engine_unreachable(self.url, unreachable_reason(exc), _errno(exc))
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -116,11 +92,7 @@ class DockerClient:
         except _UNREACHABLE as exc:
             raise self._unreachable(exc) from exc
         if status >= 400:
-            try:
-                message = json.loads(text).get("message", text)
-            except ValueError:
-                message = text
-            raise DockerError(status, message.strip())
+            raise DockerError(status, error_message(text))
         if not text:
             return None
         if content_type == "application/json":

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backend import SessionInfo
 from .config import AppConfig
 from .identity import Identity
 from .reaper_state import SessionRecord, load_state
+from .session_info import SessionInfo
 from .session_state import Session, State
 from .times import iso
 

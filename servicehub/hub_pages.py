@@ -21,7 +21,6 @@ import jinja2
 from aiohttp import web
 
 from . import csrf
-from .backend import SessionInfo
 from .config import AppConfig, Config
 from .hub_data import ReaperRecords, Row, app_url, counts, row, visible_apps
 from .identity import Identity
@@ -29,6 +28,7 @@ from .journal import event
 from .metrics_history import HistoryCache
 from .reaper import state_path
 from .server import HOME_PATH, Refused, identify, refusal
+from .session_info import SessionInfo
 from .sessions import SessionManager
 from .sparkline import sparkline
 from .times import iso

@@ -20,6 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -34,11 +35,12 @@ from .reaper_collect import Collected, Collector, JournalReader, daemon_source
 from .reaper_decision import Judged, judge, window
 from .reaper_metrics import publish
 from .reaper_removal import remove
-from .reaper_report import Row, log_row
-from .reaper_state import STATE_FILE, ReaperState, load_state, save_state
+from .reaper_report import Row, log_row, worth_logging
+from .reaper_state import ReaperBusy, ReaperState, load_state, save_state, state_path
 from .routes import RouteStore
 from .teardown import Teardown
 
+__all__ = ["Reaper", "ReaperBusy", "state_path", "system_now"]
 log = logging.getLogger("servicehub.reaper")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -55,14 +57,6 @@ def system_now() -> Instant:
     """The host's clocks: wall (unix time) and CLOCK_BOOTTIME, which never steps, counts the
     time the machine was suspended, and is the same for every process of one boot."""
     return Instant(time.time(), time.clock_gettime(time.CLOCK_BOOTTIME), boot_id())
-
-
-class ReaperBusy(RuntimeError):
-    """Another reaper run is in progress."""
-
-
-def state_path(config: Config) -> Path:
-    return config.state_dir / STATE_FILE
 
 
 class Reaper:
@@ -116,6 +110,7 @@ class Reaper:
 
     async def _run(self, dry_run: bool) -> list[Row]:
         started = time.perf_counter()  # durations for the summary line only
+        cpu_started = time.process_time()  # this process's own work, whatever the engine takes
         now = self.now()
         state = load_state(self.state_file)
         timeline = Timeline(now, window(state, now))
@@ -124,15 +119,17 @@ class Reaper:
             judge(self.config, info, state, collected, timeline)
             for info in sorted(collected.sessions, key=lambda i: (i.app, i.user, i.slug))
         ]
+        logged_before = [_logged_before(state, r) for r in results]
         if not dry_run:
             self._save(collected, results, now)
             results = [await self._remove(r, collected) for r in results]
         rows = [Row.of(r) for r in results]
-        for row in rows:
-            log_row(self.config.hub, row, dry_run)
+        for row, before in zip(rows, logged_before, strict=True):
+            if worth_logging(row, before, dry_run):
+                log_row(self.config.hub, row, dry_run)
         log.info(
             "reaper run%s: %d session(s), %d reaped; access log %.3f s (%d routers), "
-            "Docker %.3f s, total %.3f s",
+            "Docker %.3f s, total %.3f s, CPU %.3f s",
             " (dry run)" if dry_run else "",
             len(rows),
             sum(1 for row in rows if row.decision is Verdict.REAP and not dry_run),
@@ -140,6 +137,7 @@ class Reaper:
             len(collected.requests),
             collected.docker_seconds,
             time.perf_counter() - started,
+            time.process_time() - cpu_started,
         )
         if not dry_run:  # for node-exporter: a oneshot cannot be scraped (reaper_metrics.py)
             took = time.perf_counter() - started
@@ -154,7 +152,9 @@ class Reaper:
             last_run=now.wall,
             boot=now.boot,
             last_run_mono=now.mono,
-            sessions={r.info.key.state_key: r.record for r in results},
+            sessions={
+                r.info.key.state_key: replace(r.record, logged=Row.of(r).said) for r in results
+            },
         )
         try:
             save_state(self.state_file, new_state)
@@ -170,3 +170,11 @@ class Reaper:
 
     async def close(self) -> None:
         await self.http.close()
+
+
+def _logged_before(state: ReaperState, judged: Judged) -> str | None:
+    """What the last logged row of this very container said (None: never logged)."""
+    record = state.sessions.get(judged.info.key.state_key)
+    if record is None or record.container_id != judged.info.container_id:
+        return None
+    return record.logged

@@ -28,12 +28,13 @@ import aiohttp
 
 from .accesslog import LogPosition, read_new_requests
 from .activity import Activity, Instant, parse_report, sample_time
-from .backend import Backend, SessionInfo
+from .backend import Backend
 from .config import AppConfig, Config
 from .counters import Counters
 from .journal import DaemonSource, JournalEvent
 from .probes import Http
 from .reaper_state import ReaperState
+from .session_info import SessionInfo
 
 log = logging.getLogger("servicehub.reaper")
 PARALLEL = 32  # Docker API calls in flight at once

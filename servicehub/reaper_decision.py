@@ -21,12 +21,12 @@ from .activity import (
     usage_activity,
     usage_between,
 )
-from .backend import SessionInfo
 from .config import Config
 from .counters import Counters
 from .journal import ACTIVITY_EVENTS, DaemonSource, JournalEvent
 from .reaper_collect import Collected
 from .reaper_state import ReaperState, SessionRecord
+from .session_info import SessionInfo
 from .session_key import SessionKey
 
 

@@ -72,13 +72,27 @@ class Row:
         data["age"] = round(self.age, 1)
         return data
 
+    @property
+    def said(self) -> str:
+        """What a logged row says in short: the decision and the signal it rests on."""
+        return f"{self.decision}:{self.source}"
+
     def shown(self, dry_run: bool) -> str:
         """The decision as the table says it: with --dry-run, reap means "would reap"."""
         return "would reap" if dry_run and self.decision is Verdict.REAP else str(self.decision)
 
 
+def worth_logging(row: Row, before: str | None, dry_run: bool) -> bool:
+    """Every removal, error and dry-run row is logged; a row that keeps or skips a session only
+    when its decision or signal differs from the last one logged for that container
+    (``before``). At 2,000 sessions one entry each per run was half the run's time."""
+    if dry_run or row.decision in (Verdict.REAP, Verdict.ERROR):
+        return True
+    return before != row.said
+
+
 def log_row(hub: str, row: Row, dry_run: bool) -> None:
-    """One log line (and journal entry) per session and run."""
+    """One log line (and journal entry) for one session's row."""
     verb = "would reap" if dry_run and row.decision is Verdict.REAP else _VERBS[row.decision]
     log.log(
         logging.ERROR if row.decision is Verdict.ERROR else logging.INFO,

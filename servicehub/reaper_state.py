@@ -15,12 +15,21 @@ from typing import Any
 
 from .accesslog import LogPosition
 from .activity import Activity
+from .config import Config
 from .counters import Counters
 from .files import write_atomic
 
 log = logging.getLogger("servicehub.reaper")
 STATE_FILE = "reaper.json"
 VERSION = 1
+
+
+class ReaperBusy(RuntimeError):
+    """Another reaper run is in progress."""
+
+
+def state_path(config: Config) -> Path:
+    return config.state_dir / STATE_FILE
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,9 @@ class SessionRecord:
     last_mono: float | None = None  # when ``last`` happened, on the monotonic clock
     spawn_mono: float | None = None  # when the container was created, on the monotonic clock
     report: float | None = None  # the app's last activity report as given, to tell a new one
+    # The decision and signal of the last row logged for this container (``Row.said``): a run
+    # logs a "keep" again only when it differs, so a quiet hub's journal stays small.
+    logged: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +56,7 @@ class SessionRecord:
             "last_mono": self.last_mono,
             "spawn_mono": self.spawn_mono,
             "report": self.report,
+            "logged": self.logged,
         }
 
     @classmethod
@@ -57,6 +70,7 @@ class SessionRecord:
             last_mono=_number(data.get("last_mono")),
             spawn_mono=_number(data.get("spawn_mono")),
             report=_number(data.get("report")),
+            logged=data["logged"] if isinstance(data.get("logged"), str) else None,
         )
 
 
@@ -126,4 +140,6 @@ def load_state(path: Path) -> ReaperState:
 
 def save_state(path: Path, state: ReaperState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n", mode=0o640)
+    # Compact: without ``indent`` the json module's C encoder runs, ~10x faster at 2,000 sessions.
+    text = json.dumps(state.to_json(), separators=(",", ":"), sort_keys=True)
+    write_atomic(path, text + "\n", mode=0o640)

@@ -15,12 +15,13 @@ from typing import Any
 
 import aiohttp
 
-from .backend import Backend, SessionInfo
+from .backend import Backend
 from .config import AppConfig, Config
 from .failures import FailureLog
 from .locks import SessionLocks
 from .probes import Http
 from .routes import RouteStore
+from .session_info import SessionInfo
 from .session_key import SessionKey
 from .session_state import Session, SessionTable, State
 from .spawner import Spawner, route_of

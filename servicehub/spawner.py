@@ -11,12 +11,13 @@ import logging
 import time
 
 from . import metrics
-from .backend import Backend, SessionInfo, SpawnError
+from .backend import Backend, SpawnError
 from .config import AppConfig, Config
 from .failures import FailureLog
 from .locks import LOCK_TIMEOUT, SessionLocks
 from .probes import Http, app_answers, poll_until, traefik_has_router
 from .routes import RouteStore, SessionRoute
+from .session_info import SessionInfo
 from .session_state import Session, SessionTable, State
 
 log = logging.getLogger("servicehub.sessions")

@@ -380,7 +380,7 @@ def test_reap_command_and_sessions_show_last_activity(rhub):
         *("DECISION", "REASON"),
     ]
     assert "keep" in table.stdout and "access-log" in table.stdout
-    assert "keep app=whoami" in table.stderr  # every decision is logged
+    assert "keep app=whoami" in table.stderr  # a session new to the reaper is logged
     (session,) = json.loads(rhub.cli("sessions", "--json").stdout)
     assert session["source"] == "access-log" and session["last_activity"].endswith("Z")
     assert rhub.containers(user="nora") != []

@@ -3,10 +3,10 @@ session: with thousands of sessions a call each would take seconds (docs/benchma
 
 from datetime import UTC, datetime
 
-from servicehub.backend import SessionInfo
 from servicehub.config import parse_config
 from servicehub.locks import SessionLocks
 from servicehub.routes import RouteStore
+from servicehub.session_info import SessionInfo
 from servicehub.session_key import SessionKey
 from servicehub.sessions import SessionManager
 

@@ -4,13 +4,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from servicehub.backend import SessionInfo
 from servicehub.config import ConfigError
 from servicehub.config_section import Section
 from servicehub.csrf import CsrfTokens, derive_key
 from servicehub.failures import FailureLog
 from servicehub.hub_data import counts, row
 from servicehub.pages_config import contrast, parse_app_page, parse_pages
+from servicehub.session_info import SessionInfo
 from servicehub.session_state import Session, State
 
 

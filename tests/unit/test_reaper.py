@@ -12,19 +12,20 @@ import asyncio
 import json
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
 
 from servicehub.activity import Instant
-from servicehub.backend import SessionInfo
 from servicehub.config import parse_config
 from servicehub.counters import Counters
-from servicehub.journal import JournalEvent
+from servicehub.journal import FIELDS_ATTR, JournalEvent
 from servicehub.reaper import Reaper
 from servicehub.reaper_collect import ENDPOINT_MAX_BYTES, ENDPOINT_TIMEOUT, ask_endpoint
 from servicehub.reaper_state import load_state
+from servicehub.session_info import SessionInfo
 
 T0 = 1_800_000_000.0  # the spawn, on the wall clock
 MONO0 = 50_000.0  # the spawn, on the monotonic clock
@@ -411,3 +412,59 @@ def test_an_endless_activity_report_is_cut_short():
     found, seconds = ask(endless)
     assert found is None
     assert seconds < ENDPOINT_TIMEOUT / 2  # not read until the timeout ends it
+
+
+# --- issue 16: a quiet hub's journal stays small ------------------------------------------
+def decisions_logged(caplog) -> list[tuple[str, str]]:
+    """(user, what the row said) for each reap-decision entry of the last run."""
+    entries = [getattr(r, FIELDS_ATTR, {}) for r in caplog.records]
+    found = [
+        (e["USER"], f"{e['DECISION']}:{e['SIGNAL']}")
+        for e in entries
+        if e.get("EVENT") == "reap-decision"
+    ]
+    caplog.clear()
+    return sorted(found)
+
+
+def test_a_keep_is_logged_again_only_when_its_signal_changes(tmp_path, caplog):
+    caplog.set_level("INFO", logger="servicehub.reaper")
+    hub = Hub(tmp_path)
+    alice, bob = hub.backend.add("alice"), hub.backend.add("bob")
+    hub.clock.advance(MIN)
+    request(tmp_path, alice, hub.clock.wall)
+    hub.reap()
+    # The first run logs every session: each is new to the reaper.
+    assert decisions_logged(caplog) == [("alice", "keep:access-log"), ("bob", "keep:spawn")]
+    hub.clock.advance(MIN)
+    request(tmp_path, alice, hub.clock.wall)
+    rows = hub.reap()
+    assert rows["alice"].source == "access-log" and rows["bob"].source == "spawn"
+    assert decisions_logged(caplog) == []  # nothing changed: nothing logged, both still kept
+    hub.clock.advance(MIN)
+    hub.backend.net[bob.container_id] += 10**6  # bob's app sends a megabyte: a new signal
+    hub.reap()
+    assert decisions_logged(caplog) == [("bob", "keep:network")]
+    # A removal is always logged.
+    hub.clock.advance(30 * MIN)
+    rows = hub.reap()
+    assert {rows["alice"].decision, rows["bob"].decision} == {"reap"}
+    assert decisions_logged(caplog) == [("alice", "reap:access-log"), ("bob", "reap:network")]
+
+
+def test_a_new_container_of_a_session_is_logged_even_with_the_same_signal(tmp_path, caplog):
+    caplog.set_level("INFO", logger="servicehub.reaper")
+    hub = Hub(tmp_path)
+    first = hub.backend.add("alice")
+    hub.reap()
+    assert decisions_logged(caplog) == [("alice", "keep:spawn")]
+    # Removed by hand and spawned again: the same session, another container.
+    del hub.backend.sessions[first.container_id]
+    hub.clock.advance(MIN)
+    second = replace(
+        first, container_id="id-alice-2", created=datetime.fromtimestamp(hub.clock.wall, UTC)
+    )
+    hub.backend.sessions[second.container_id] = second
+    hub.backend.net[second.container_id] = 0
+    hub.reap()
+    assert decisions_logged(caplog) == [("alice", "keep:spawn")]

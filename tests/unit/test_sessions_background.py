@@ -4,10 +4,10 @@ container was removed a moment ago and the engine's event has not been handled y
 import asyncio
 from datetime import UTC, datetime
 
-from servicehub.backend import SessionInfo
 from servicehub.config import parse_config
 from servicehub.locks import SessionLocks
 from servicehub.routes import RouteStore
+from servicehub.session_info import SessionInfo
 from servicehub.session_state import Session, State
 from servicehub.sessions import SessionManager
 

@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from servicehub.backend import SessionInfo
 from servicehub.locks import SessionLocks
 from servicehub.probes import Http
+from servicehub.session_info import SessionInfo
 from servicehub.session_key import SessionKey
 from servicehub.teardown import Ended, LockUnusable, Teardown
 
