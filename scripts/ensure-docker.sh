@@ -65,6 +65,16 @@ alive() {
     [ "$(ps -o comm= -p "$2")" = "$1" ]
 }
 
+# Run "$@" with every descriptor above 2 closed.
+close_inherited_fds() {
+    local fd
+    for fd in /proc/self/fd/*; do
+        fd=${fd##*/}
+        [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+    done
+    "$@"
+}
+
 # Drop pid file $2 unless a live $1 owns it. A SIGKILLed dockerd leaves
 # docker.pid behind (the next dockerd refuses to start), and its private
 # containerd's pid file makes the next dockerd wait on a dead socket.
@@ -91,7 +101,9 @@ else
         systemctl start docker
     else
         log "starting dockerd in the background (log: $LOG)"
-        nohup dockerd >"$LOG" 2>&1 </dev/null &
+        # Only stdin/out/err: an inherited descriptor (a caller's `flock` on a lock file,
+        # say) would otherwise be held for as long as the engine runs.
+        close_inherited_fds nohup dockerd >"$LOG" 2>&1 </dev/null &
         started_pid=$!
     fi
 fi
