@@ -11,10 +11,15 @@ a second (and more past ~100 containers); reading the files takes microseconds p
 
 A PID is only trusted while its cgroup path names the container's id, so a PID reused by another
 process after the container ended is never read as the container's.
+
+The files are read with ``os.read`` on plain strings: through pathlib's objects and text files
+the same three reads took ten times the kernel's own work, which at 2,000 sessions was most of
+a reaper run.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ from typing import Any
 
 PROC = Path("/proc")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,21 @@ class Counters:
         return None
 
 
+def read_small(path: str | Path) -> str:
+    """A small kernel file (``/proc``, cgroup) whole, with plain system calls."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # A read shorter than asked is the end: /proc's and cgroupfs' files hand over all
+        # they have up to the size asked, so these small files take one call.
+        data = chunk = os.read(fd, _CHUNK)
+        while len(chunk) == _CHUNK:
+            chunk = os.read(fd, _CHUNK)
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace")
+
+
 def net_bytes(net_dev: str) -> int:
     """Received + sent bytes of every interface but loopback, from a ``/proc/net/dev`` text."""
     total = 0
@@ -76,7 +97,7 @@ def net_bytes(net_dev: str) -> int:
     return total
 
 
-def cpu_file(cgroup: str, root: Path) -> tuple[Path, int] | None:
+def cpu_file(cgroup: str, root: Path) -> tuple[str, int] | None:
     """The file with the cgroup's CPU time and its unit in nanoseconds, from a
     ``/proc/<pid>/cgroup`` text."""
     v2 = None
@@ -89,17 +110,17 @@ def cpu_file(cgroup: str, root: Path) -> tuple[Path, int] | None:
             v2 = path
         elif "cpuacct" in controllers.split(","):
             for mount in (controllers, "cpuacct", "cpu,cpuacct"):
-                candidate = root / mount / path / "cpuacct.usage"
-                if candidate.exists():
+                candidate = f"{root}/{mount}/{path}/cpuacct.usage"
+                if os.path.exists(candidate):
                     return candidate, 1
-    if v2 is not None and (root / "cgroup.controllers").exists():
-        return root / v2 / "cpu.stat", 1000
+    if v2 is not None and os.path.exists(f"{root}/cgroup.controllers"):
+        return f"{root}/{v2}/cpu.stat", 1000
     return None
 
 
-def cpu_ns(file: Path, unit: int) -> int:
-    text = file.read_text()
-    if file.name == "cpu.stat":
+def cpu_ns(file: str, unit: int) -> int:
+    text = read_small(file)
+    if file.endswith("/cpu.stat"):
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "usage_usec":
@@ -113,7 +134,7 @@ def container_cgroup(pid: int, container_id: str, proc: Path = PROC) -> str | No
     Raises OSError when it cannot be read."""
     if pid <= 0:
         return None
-    cgroup = (proc / str(pid) / "cgroup").read_text()
+    cgroup = read_small(f"{proc}/{pid}/cgroup")
     return cgroup if container_id in cgroup else None
 
 
@@ -135,7 +156,7 @@ def read_counters(
         if found is None:
             return None
         read = clock()
-        network = net_bytes((proc / str(pid) / "net" / "dev").read_text())
+        network = net_bytes(read_small(f"{proc}/{pid}/net/dev"))
         cpu = cpu_ns(*found)
     except (OSError, ValueError):
         return None

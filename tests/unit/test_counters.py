@@ -1,6 +1,6 @@
 """Reading a container's counters from /proc and cgroup files (laid out here as on a host)."""
 
-from servicehub.counters import cpu_file, net_bytes, read_counters
+from servicehub.counters import cpu_file, net_bytes, read_counters, read_small
 
 CID = "eb4a4bcd0cc8922d6e6b6a05f0247fef7874a4101a9fcf2e84a295ecb6210dc3"
 # /proc/<pid>/net/dev as the kernel writes it (columns shortened to the ones read: the first and
@@ -66,3 +66,10 @@ def test_a_pid_of_another_process_or_unreadable_files_give_nothing(tmp_path):
     assert read_counters(43, CID, proc=proc, cgroup_root=root) is None  # no such process
     assert read_counters(0, CID, proc=proc, cgroup_root=root) is None
     assert cpu_file("garbage\n\n", root) is None
+
+
+def test_a_file_longer_than_one_read_is_read_whole(tmp_path):
+    big = tmp_path / "net_dev"
+    text = "".join(f"veth{i}: {i} 0 0 0 0 0 0 0 {i} 0\n" for i in range(5000))  # > 64 KiB
+    big.write_text(text)
+    assert len(text) > 65536 and read_small(big) == text
