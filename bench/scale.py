@@ -136,14 +136,14 @@ def sessions_command(hub: Hub) -> tuple[float, int]:
     return elapsed, len(json.loads(out.stdout))
 
 
-def reap(hub: Hub) -> tuple[float, float]:
-    """The whole command's wall time and the run's own total from its summary line."""
+def reap(hub: Hub) -> tuple[float, float, float]:
+    """The whole command's wall time, and the run's own total and CPU time from its summary."""
     start = time.perf_counter()
     done = hub.cli("reap", "--json")
     wall = time.perf_counter() - start
-    summary = re.search(r"reaper run: .* total ([\d.]+) s", done.stderr)
+    summary = re.search(r"reaper run: .* total ([\d.]+) s, CPU ([\d.]+) s", done.stderr)
     assert done.returncode == 0 and summary is not None, done.stderr[-2000:]
-    return wall, float(summary.group(1))
+    return wall, float(summary.group(1)), float(summary.group(2))
 
 
 def measure(hub: Hub, sessions_file: Path, count: int, runs: int) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def measure(hub: Hub, sessions_file: Path, count: int, runs: int) -> dict[str, A
     restarted, recovered = restart(hub)
     listed, rows = sessions_command(hub)
     reap(hub)  # the first run after new sessions reads their counters for the first time
-    reap_wall, reap_run = reap(hub)
+    reap_wall, reap_run, reap_cpu = reap(hub)
     ms = lambda xs: round(statistics.median(xs) * 1000, 1)  # noqa: E731
     assert hub.daemon is not None and hub.traefik is not None
     return {
@@ -166,6 +166,7 @@ def measure(hub: Hub, sessions_file: Path, count: int, runs: int) -> dict[str, A
         "sessions_command_s": round(listed, 2),
         "sessions_listed": rows,
         "reaper_incremental_run_s": reap_run,
+        "reaper_incremental_run_cpu_s": reap_cpu,
         "reaper_command_s": round(reap_wall, 2),
         "daemon_rss_mb": rss_mb(hub.daemon.pid),
         "traefik_rss_mb": rss_mb(hub.traefik.pid),

@@ -153,7 +153,7 @@ class Reaper:
             boot=now.boot,
             last_run_mono=now.mono,
             sessions={
-                r.info.key.state_key: replace(r.record, logged=Row.of(r).said) for r in results
+                r.info.key.state_key: replace(r.record, logged=Row.said_of(r)) for r in results
             },
         )
         try:

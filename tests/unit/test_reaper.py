@@ -468,3 +468,16 @@ def test_a_new_container_of_a_session_is_logged_even_with_the_same_signal(tmp_pa
     hub.backend.net[second.container_id] = 0
     hub.reap()
     assert decisions_logged(caplog) == [("alice", "keep:spawn")]
+
+
+def test_what_the_state_remembers_as_logged_is_what_the_row_said(tmp_path):
+    hub = Hub(tmp_path)
+    hub.backend.add("alice")
+    hub.backend.add("bob", app="gone")  # not in the config: skipped
+    rows = hub.reap()
+    sessions = load_state(tmp_path / "state" / "reaper.json").sessions
+    assert {k: r.logged for k, r in sessions.items()} == {
+        "a/alice-x": rows["alice"].said,
+        "gone/bob-x": rows["bob"].said,
+    }
+    assert rows["bob"].said == "skip:-"
