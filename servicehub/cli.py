@@ -23,7 +23,7 @@ import aiohttp
 
 from . import __version__
 from .activity import Verdict
-from .backend import DockerBackend, SessionInfo
+from .backend import Backend, DockerBackend, SessionInfo
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .docker_client import DockerClient, DockerError, DockerUnreachable, unreachable_reason
 from .identity import make_slug
@@ -84,6 +84,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def make_backend(config: Config) -> Backend:
+    """Where sessions run: this host's engine, or the swarm it manages (``backend.type``)."""
+    if config.backend.type == "swarm":
+        from .swarm import SwarmBackend
+
+        return SwarmBackend(config)
+    return DockerBackend(config)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here: the reaper, run every minute, starts faster without the web server.
     from aiohttp import web
@@ -94,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     # Fail fast, with one line, before the web server starts: without Docker it can do nothing.
     asyncio.run(_ping(config))
-    backend = DockerBackend(config)
+    backend = make_backend(config)
     manager = SessionManager(config, backend, RouteStore(config))
     logging.getLogger("servicehub").info(
         "servicehub %s listening on %s", __version__, config.daemon_url
@@ -121,7 +130,7 @@ async def _ping(config: Config) -> None:
 
 
 async def _list(config: Config) -> list[SessionInfo]:
-    backend = DockerBackend(config)
+    backend = make_backend(config)
     try:
         return await backend.list_sessions(detailed=False)  # one call, however many sessions
     finally:
@@ -171,7 +180,7 @@ def _table(rows: Sequence[Mapping[str, object]], columns: list[str]) -> None:
 
 
 async def _reap(config: Config, dry_run: bool) -> list[Row]:
-    backend = DockerBackend(config)
+    backend = make_backend(config)
     try:
         return await Reaper(config, backend, RouteStore(config)).run(dry_run=dry_run)
     finally:
@@ -208,7 +217,7 @@ def _printable(value: str) -> str:
 
 
 async def _stop(config: Config, user: str, app: str | None) -> int:
-    backend = DockerBackend(config)
+    backend = make_backend(config)
     http = Http()
     teardown = Teardown(
         config.hub,
