@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: venv lint unit integration test-fast test prerequisites images oidc-provider molecule molecule-security security molecule-debian13 demo demo-down \
+.PHONY: venv lint unit integration cluster-test test-fast test prerequisites images oidc-provider molecule molecule-security security molecule-debian13 demo demo-down \
 	run-local bench clean configure
 
 venv: $(VENV)/.installed
@@ -35,7 +35,14 @@ configure: venv
 # The wizard's terminal tests talk to the test OpenID provider: it needs its node modules.
 integration: venv oidc-provider
 	scripts/ensure-docker.sh
-	$(PYTEST) -q -m integration tests/integration
+	$(PYTEST) -q -m "integration and not cluster" tests/integration
+
+# The Swarm backend on a real swarm: a hub and two workers as systemd containers, each with its
+# own Docker Engine (docs/cluster.md). Not in `integration`: the nodes take a while to form.
+cluster-test: venv
+	scripts/ensure-docker.sh
+	docker build --pull=false -q -t servicehub-test/swarm-node:12 molecule/images/swarm-node >/dev/null
+	$(PYTEST) -q -s -m cluster tests/integration/test_swarm.py
 
 test-fast: lint unit integration
 
@@ -90,7 +97,7 @@ security: prerequisites venv oidc-provider
 	$(MAKE) molecule-security
 
 test: prerequisites venv oidc-provider lint
-	$(PYTEST) -q tests
+	$(PYTEST) -q -m "not cluster" tests
 	$(MAKE) molecule
 	$(MAKE) molecule-security
 

@@ -2,7 +2,7 @@
 
 Docker labels are the session state: everything ``SessionInfo`` holds is read back from the
 engine, so a restarted daemon (or the CLI) sees exactly what is running. A Swarm backend
-would implement the same protocol with services instead of containers.
+implements the same protocol with services instead of containers (``swarm.py``).
 """
 
 from __future__ import annotations
@@ -97,11 +97,8 @@ def memory_in_use(data: dict[str, Any]) -> int | None:
     return max(0, usage - int(inactive or 0))
 
 
-def container_spec(
-    hub: str, app: AppConfig, user: str, slug: str, address: str | None = None
-) -> dict[str, Any]:
-    """The Docker create request of a session's container (docs/daemon.md, "User containers")."""
-    network = app_network(hub, app.name)
+def session_environment(app: AppConfig, user: str, slug: str) -> dict[str, str]:
+    """A session's environment, whichever backend runs it (docs/app-contract.md)."""
     env = dict(app.environment) | app.mounts.environment()
     env.update(
         {
@@ -112,6 +109,29 @@ def container_spec(
             "SERVICEHUB_PORT": str(app.port),
         }
     )
+    if app.volume is not None:
+        env["SERVICEHUB_DATA_DIR"] = app.volume.mount
+    return env
+
+
+def session_labels(hub: str, app: AppConfig, user: str, slug: str) -> dict[str, str]:
+    """The labels that make a container (or a service) a session of the hub: its state."""
+    return {
+        **app.docker.labels,  # none of them servicehub.* (config): the hub's come last
+        f"{LABEL}.hub": hub,
+        f"{LABEL}.app": app.name,
+        f"{LABEL}.slug": slug,
+        f"{LABEL}.user": user,
+        f"{LABEL}.created": iso_now_ms(),
+    }
+
+
+def container_spec(
+    hub: str, app: AppConfig, user: str, slug: str, address: str | None = None
+) -> dict[str, Any]:
+    """The Docker create request of a session's container (docs/daemon.md, "User containers")."""
+    network = app_network(hub, app.name)
+    env = session_environment(app, user, slug)
     host_config: dict[str, Any] = {
         "NetworkMode": network,
         "Memory": app.limits.memory_bytes,
@@ -126,22 +146,13 @@ def container_spec(
         "Mounts": [],
         **app.docker.host_config(),  # shm, ulimits, sysctls, devices, GPUs, allowed caps
     }
-    if app.volume is not None:
-        env["SERVICEHUB_DATA_DIR"] = app.volume.mount
     # The address its route was written with, before the container existed (addresses.py).
     endpoint = {"IPAMConfig": {"IPv4Address": address}} if address else {}
     spec: dict[str, Any] = {
         "Image": app.image,
         "User": f"{app.uid}:{app.gid}",
         "Env": [f"{k}={v}" for k, v in sorted(env.items())],
-        "Labels": {
-            **app.docker.labels,  # none of them servicehub.* (config): the hub's come last
-            f"{LABEL}.hub": hub,
-            f"{LABEL}.app": app.name,
-            f"{LABEL}.slug": slug,
-            f"{LABEL}.user": user,
-            f"{LABEL}.created": iso_now_ms(),
-        },
+        "Labels": session_labels(hub, app, user, slug),
         "ExposedPorts": {f"{app.port}/tcp": {}},
         "HostConfig": host_config,
         "NetworkingConfig": {"EndpointsConfig": {network: endpoint}},

@@ -29,6 +29,7 @@ from .session_info import SessionInfo, hub_filter, session_from_engine
 from .times import human, iso
 
 if TYPE_CHECKING:
+    from .backend import Backend
     from .reaper_report import Row
 
 # The daemon's and the reaper's modules (aiohttp and all it brings) are imported by the
@@ -87,11 +88,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def make_backend(config: Config) -> Backend:
+    """Where sessions run: this host's engine, or the swarm it manages (``backend.type``)."""
+    from .backend import DockerBackend
+
+    if config.backend.type == "swarm":
+        from .swarm import SwarmBackend
+
+        return SwarmBackend(config)
+    return DockerBackend(config)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here: the reaper, run every minute, starts faster without the web server.
     from aiohttp import web
 
-    from .backend import DockerBackend
     from .metrics import serving
     from .routes import RouteStore
     from .server import make_app
@@ -100,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     # Fail fast, with one line, before the web server starts: without Docker it can do nothing.
     _run_async(_ping(config))
-    backend = DockerBackend(config)
+    backend = make_backend(config)
     manager = SessionManager(config, backend, RouteStore(config))
     logging.getLogger("servicehub").info(
         "servicehub %s listening on %s", __version__, config.daemon_url
@@ -129,10 +140,21 @@ async def _ping(config: Config) -> None:
 
 
 def _list(config: Config) -> list[SessionInfo]:
-    """The hub's sessions as the engine lists them: one call, however many sessions."""
+    """The hub's sessions as the engine lists them: one call, however many sessions. On this
+    host's engine through the standard library (no aiohttp to import: docs/daemon.md)."""
+    if config.backend.type == "swarm":
+        return _run_async(_list_through_backend(config))
     params = {"all": "1", "filters": hub_filter(config.hub)}
     found = get_json(config.docker_socket, "/containers/json", params)
     return [session_from_engine(config.hub, item) for item in found]
+
+
+async def _list_through_backend(config: Config) -> list[SessionInfo]:
+    backend = make_backend(config)
+    try:
+        return await backend.list_sessions(detailed=False)
+    finally:
+        await backend.close()
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -178,11 +200,10 @@ def _table(rows: Sequence[Mapping[str, object]], columns: list[str]) -> None:
 
 
 async def _reap(config: Config, dry_run: bool) -> list[Row]:
-    from .backend import DockerBackend
     from .reaper import Reaper
     from .routes import RouteStore
 
-    backend = DockerBackend(config)
+    backend = make_backend(config)
     try:
         return await Reaper(config, backend, RouteStore(config)).run(dry_run=dry_run)
     finally:
@@ -219,13 +240,12 @@ def _printable(value: str) -> str:
 
 
 async def _stop(config: Config, user: str, app: str | None) -> int:
-    from .backend import DockerBackend
     from .locks import SessionLocks
     from .probes import Http
     from .routes import RouteStore
     from .teardown import Teardown
 
-    backend = DockerBackend(config)
+    backend = make_backend(config)
     http = Http()
     teardown = Teardown(
         config.hub,

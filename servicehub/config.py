@@ -19,6 +19,7 @@ import yaml
 from .app_docker import DockerSettings, parse_docker_settings
 from .app_mounts import AppMounts, HostRoots, check_environment, check_targets, parse_mounts
 from .app_mounts import parse_roots as parse_host_roots
+from .backend_config import BackendConfig, check_backend, parse_backend
 from .config_section import ABS_PATH_RE, Section, parse_size
 
 # ConfigError is part of this module's interface (the CLI and tests catch it here).
@@ -155,6 +156,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     roots: HostRoots = field(default_factory=HostRoots)  # where app mounts may come from
     pages: PagesConfig = field(default_factory=PagesConfig)  # home and admin pages
+    backend: BackendConfig = field(default_factory=BackendConfig)  # this host, or a swarm
     # Not from the file: secrets come from the environment only.
     proxy_secret: str | None = None
 
@@ -477,6 +479,8 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     reaper = _reaper(top.section("reaper"))
     metrics = parse_metrics(top.section("metrics"), listen_port)
     pages = parse_pages(top.section("pages"))
+    backend = parse_backend(top.section("backend"))
+    check_backend(backend, apps)
     top.finish()
     proxy_secret = _proxy_secret(environ)
     return Config(
@@ -493,6 +497,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         metrics=metrics,
         roots=roots,
         pages=pages,
+        backend=backend,
         proxy_secret=proxy_secret,
     )
 

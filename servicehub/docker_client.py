@@ -115,11 +115,12 @@ class DockerClient:
         except _UNREACHABLE as exc:
             raise self._unreachable(exc) from exc
 
-    async def logs_tail(self, container: str, lines: int = 20) -> str:
-        """Last lines of a container's output (demultiplexed), for error reports."""
+    async def logs_tail(self, container: str, lines: int = 20, *, kind: str = "containers") -> str:
+        """Last lines of a container's output (demultiplexed), for error reports; with
+        ``kind="services"``, a Swarm service's (the manager gathers them from its tasks)."""
         try:
             async with self._http().get(
-                f"/{API_VERSION}/containers/{quote(container)}/logs",
+                f"/{API_VERSION}/{kind}/{quote(container)}/logs",
                 params={"stdout": "1", "stderr": "1", "tail": str(lines)},
                 timeout=aiohttp.ClientTimeout(total=10),
             ) as resp:

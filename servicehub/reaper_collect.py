@@ -180,7 +180,7 @@ async def ask_endpoint(
 ) -> Activity | None:
     """GET the app's own activity report; anything but a usable answer is no signal. The body is
     read up to ENDPOINT_MAX_BYTES: a bigger one is no signal either (and a warning)."""
-    url = f"http://{info.address}:{app.port}{app.activity_endpoint}"
+    url = f"{info.url(app.port)}{app.activity_endpoint}"
     try:
         async with http.get(
             url,

@@ -16,7 +16,7 @@ from .session_key import SessionKey, app_network
 from .times import parse_iso
 
 LABEL = "servicehub"
-_EPOCH = datetime.fromtimestamp(0, UTC)  # a container without a readable created label
+EPOCH = datetime.fromtimestamp(0, UTC)  # a container without a readable created label
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,20 @@ class SessionInfo:
     created: datetime
     state: str  # Docker's: created, running, exited, ...
     exit_code: int
-    address: str | None  # IP on the app's network
+    address: str | None  # IP on the app's network, or the node's (Swarm: docs/cluster.md)
+    # Where the app listens at ``address`` when it is not the app's own port: the host port a
+    # Swarm task publishes on its node. None: the app's port, on the app's network.
+    port: int | None = None
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    def url(self, app_port: int) -> str | None:
+        """Where Traefik, the probes and the hand-over reach the app; None without an address."""
+        if self.address is None:
+            return None
+        return f"http://{self.address}:{self.port or app_port}"
 
     @property
     def key(self) -> SessionKey:
@@ -64,7 +73,7 @@ def session_from_engine(hub: str, data: dict[str, Any]) -> SessionInfo:
         app=app,
         slug=labels.get(f"{LABEL}.slug", ""),
         user=labels.get(f"{LABEL}.user", ""),
-        created=parse_iso(labels.get(f"{LABEL}.created", "")) or _EPOCH,
+        created=parse_iso(labels.get(f"{LABEL}.created", "")) or EPOCH,
         state=status,
         exit_code=exit_code,
         address=address,

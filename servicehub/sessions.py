@@ -119,7 +119,7 @@ class SessionManager:
             slug=info.slug,
             user=info.user,
             container_id=info.container_id,
-            url=f"http://{info.address}:{app.port}",
+            url=info.url(app.port),
         )
 
     # --- a request's session --------------------------------------------------------------

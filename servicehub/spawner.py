@@ -73,8 +73,8 @@ class Spawner:
             session.container_id = info.container_id
             if not info.running or info.address is None:
                 raise SpawnError(await self._exit_reason(info))
-            if info.address != address:  # no planned address, or a running one was adopted
-                session.url = f"http://{info.address}:{app.port}"
+            if info.url(app.port) != session.url:  # not as planned, or a running one adopted
+                session.url = info.url(app.port)
                 if route_live is not None:
                     route_live.cancel()
                 route_live = self._route_booting(session)
@@ -87,7 +87,7 @@ class Spawner:
             )
             await session.set(State.STARTING, "Starting the app")
             assert route_live is not None  # written with the planned or the actual address
-            await self._wait_ready(session, app, info.address)
+            await self._wait_ready(session, app, info.address, info.port or app.port)
             await self._confirm_ready(session, app)
             metrics.spawn_ready(session)
             # Ready for its person now. Traefik may still be loading the route (longer the more
@@ -120,13 +120,13 @@ class Spawner:
         self.routes.write_session(route_of(session, booting=True))
         return asyncio.ensure_future(self._route_live(session))
 
-    async def _wait_ready(self, session: Session, app: AppConfig, address: str) -> None:
+    async def _wait_ready(self, session: Session, app: AppConfig, address: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         last_check = loop.time()
 
         async def ready() -> bool:
             nonlocal last_check
-            if await app_answers(self.http(), address, app.port, app.readiness):
+            if await app_answers(self.http(), address, port, app.readiness):
                 return True
             if loop.time() - last_check > 0.5 and session.container_id:
                 last_check = loop.time()

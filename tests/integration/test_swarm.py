@@ -1,0 +1,302 @@
+"""The Swarm backend on a real swarm: a hub (manager) and two workers, each a systemd container
+with its own Docker Engine, as docs/cluster.md lays a cluster out.
+
+Slow (the nodes boot, form a swarm and load the app image): ``make cluster-test`` runs it, the
+main integration suite does not (``-m "integration and not cluster"``). Every Docker object it
+makes is named ``servicehub-swarmtest-*`` and removed afterwards, also after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from servicehub.config import parse_config
+from servicehub.swarm import SwarmBackend
+from tests.harness import EXAMPLE_IMAGE
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+PREFIX = "servicehub-swarmtest"
+NODE_IMAGE = "servicehub-test/swarm-node:12"
+NODES = ("hub", "w1", "w2")
+SOCKET_DIR = "/hostsock"  # where the hub node's engine also listens, seen from the host
+# The engine of every node: sessions' containers cannot talk to each other on the default
+# bridge. Offline: a task uses the image the node holds instead of asking a registry first.
+DAEMON_JSON = {"icc": False, "log-level": "warn"}
+DOCKER_DEFAULTS = "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1\n"
+SYSTEMD_FLAGS = [
+    "--cgroupns=host",
+    "-v",
+    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+]
+
+
+def sh(*args: str, check: bool = True, timeout: float = 180, stdin: bytes | None = None) -> str:
+    done = subprocess.run(args, capture_output=True, check=False, timeout=timeout, input=stdin)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({done.returncode}): {done.stderr.decode(errors='replace')}"
+        )
+    return done.stdout.decode(errors="replace").strip()
+
+
+def node(name: str, *command: str, check: bool = True, timeout: float = 180) -> str:
+    return sh("docker", "exec", f"{PREFIX}-{name}", *command, check=check, timeout=timeout)
+
+
+def remove_everything() -> None:
+    for name in NODES:
+        sh("docker", "rm", "-f", "-v", f"{PREFIX}-{name}", check=False)
+        sh("docker", "volume", "rm", f"{PREFIX}-{name}-docker", check=False)
+    sh("docker", "network", "rm", f"{PREFIX}-net", check=False)
+
+
+@dataclass
+class Cluster:
+    socket: Path  # the hub node's engine, for the backend under test
+    addresses: dict[str, str]  # node name -> its address on the cluster's network
+    timings: dict[str, float]
+
+    def hub_fetch(self, url: str) -> str:
+        """GET ``url`` from the hub node (where Traefik runs), the body or the curl error."""
+        return node("hub", "curl", "-sS", "--max-time", "5", url, check=False, timeout=30)
+
+
+def _wait_for_engines() -> None:
+    deadline = time.monotonic() + 120
+    waiting = set(NODES)
+    while waiting:
+        for name in sorted(waiting):
+            version = ["docker", "version", "-f", "{{.Server.Version}}"]
+            if (
+                subprocess.run(
+                    ["docker", "exec", f"{PREFIX}-{name}", *version], capture_output=True
+                ).returncode
+                == 0
+            ):
+                waiting.discard(name)
+        if waiting and time.monotonic() > deadline:
+            logs = {
+                n: node(n, "journalctl", "-u", "docker", "-n", "30", check=False) for n in waiting
+            }
+            raise AssertionError(f"the engines of {sorted(waiting)} did not start: {logs}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_engine, example_image) -> Iterator[Cluster]:
+    found = subprocess.run(["docker", "image", "inspect", NODE_IMAGE], capture_output=True)
+    if found.returncode != 0:
+        pytest.skip(f"{NODE_IMAGE} missing: `make cluster-test` builds it")
+    remove_everything()  # a run killed before its cleanup
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-") as tmp:
+        work = Path(tmp)
+        (work / "sock").mkdir()
+        (work / "daemon.json").write_text(json.dumps(DAEMON_JSON))
+        (work / "docker-defaults").write_text(DOCKER_DEFAULTS)
+        # Debian's unit runs `dockerd -H fd:// $DOCKER_OPTS`: the hub's engine listens here too.
+        (work / "docker-defaults-hub").write_text(
+            f'{DOCKER_DEFAULTS}DOCKER_OPTS="-H unix://{SOCKET_DIR}/docker.sock"\n'
+        )
+        try:
+            sh("docker", "network", "create", f"{PREFIX}-net")
+            for name in NODES:
+                defaults = work / ("docker-defaults-hub" if name == "hub" else "docker-defaults")
+                extra = ["-v", f"{work / 'sock'}:{SOCKET_DIR}"] if name == "hub" else []
+                sh(
+                    "docker", "run", "-d", "--name", f"{PREFIX}-{name}", "--hostname", name,
+                    "--network", f"{PREFIX}-net", *SYSTEMD_FLAGS, *extra,
+                    "-v", f"{PREFIX}-{name}-docker:/var/lib/docker",
+                    "-v", f"{work / 'daemon.json'}:/etc/docker/daemon.json:ro",
+                    "-v", f"{defaults}:/etc/default/docker:ro",
+                    NODE_IMAGE,
+                )  # fmt: skip
+            addresses = {
+                name: sh(
+                    "docker",
+                    "inspect",
+                    "-f",
+                    f'{{{{(index .NetworkSettings.Networks "{PREFIX}-net").IPAddress}}}}',
+                    f"{PREFIX}-{name}",
+                )
+                for name in NODES
+            }
+            _wait_for_engines()
+            timings["nodes up"] = time.monotonic() - start
+            _form_swarm(addresses)
+            timings["swarm formed"] = time.monotonic() - start
+            _load_image(EXAMPLE_IMAGE, ("w1", "w2"))
+            timings["image loaded"] = time.monotonic() - start
+            yield Cluster(work / "sock" / "docker.sock", addresses, timings)
+        finally:
+            remove_everything()
+
+
+def _form_swarm(addresses: dict[str, str]) -> None:
+    hub = addresses["hub"]
+    node("hub", "docker", "swarm", "init", "--advertise-addr", hub)
+    token = node("hub", "docker", "swarm", "join-token", "-q", "worker")
+    join = ["docker", "swarm", "join", "--token", token, f"{hub}:2377"]
+    joins = [
+        subprocess.Popen(
+            ["docker", "exec", f"{PREFIX}-{w}", *join],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for w in ("w1", "w2")
+    ]
+    for joining in joins:
+        _, err = joining.communicate(timeout=120)
+        assert joining.returncode == 0, err.decode(errors="replace")
+
+
+def _load_image(image: str, names: tuple[str, ...]) -> None:
+    """No registry: the image goes into each node's engine as ``docker save | docker load``."""
+    saved = sh("docker", "image", "inspect", "-f", "{{.Id}}", image)
+    assert saved
+    archive = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+    loads = [
+        subprocess.Popen(
+            ["docker", "exec", "-i", f"{PREFIX}-{name}", "docker", "load", "-q"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in names
+    ]
+    for load in loads:
+        _, err = load.communicate(archive, timeout=300)
+        assert load.returncode == 0, err.decode(errors="replace")
+
+
+def hub_config(cluster: Cluster, tmp_path: Path):
+    return parse_config(
+        {
+            "hub": "swarmtest",
+            "docker": {"socket": str(cluster.socket)},
+            "volumes_root": str(tmp_path / "volumes"),
+            "state_dir": str(tmp_path / "state"),
+            "traefik": {"routes_dir": str(tmp_path / "routes")},
+            "backend": {"type": "swarm", "swarm": {"watch_interval": "1s"}},
+            "apps": {
+                "whoami": {
+                    "image": EXAMPLE_IMAGE,
+                    "port": 8000,
+                    "limits": {"memory": "256m", "cpus": 0.5, "pids": 64},
+                    "readiness": {"type": "http", "path": "/healthz"},
+                }
+            },
+        }
+    )
+
+
+def task_node(service: str) -> str:
+    return node("hub", "docker", "service", "ps", "-q", "--format", "{{.Node}}", service)
+
+
+def firewall_workers(cluster: Cluster) -> None:
+    """The rules the docker role is to set on every worker (docs/cluster.md, "Routing"): a new
+    connection forwarded to a session's container must come from the hub, and the sessions'
+    containers reach nothing on their worker itself (not its services, not the userland proxy
+    of another session's published port)."""
+    for name in ("w1", "w2"):
+        node(
+            name, "iptables", "-I", "DOCKER-USER", "-o", "docker0",
+            "-m", "conntrack", "--ctstate", "NEW",
+            "!", "-s", cluster.addresses["hub"], "-j", "DROP",
+        )  # fmt: skip
+        node(name, "iptables", "-I", "INPUT", "-i", "docker0", "-j", "DROP")
+
+
+def outside_reaches(url: str) -> bool:
+    """Whether this host (on the cluster's network, not the hub) gets an answer at ``url``."""
+    probe = ["curl", "-sS", "-o", "/dev/null", "--max-time", "3", url + "/healthz"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def test_a_session_runs_on_a_worker_and_the_hub_reaches_it(cluster, tmp_path):
+    config = hub_config(cluster, tmp_path)
+    app = config.apps["whoami"]
+
+    async def scenario():
+        backend = SwarmBackend(config)
+        try:
+            await backend.prepare()
+            start = time.monotonic()
+            info = await backend.spawn(app, "alice@example.org", "alice-x")
+            cluster.timings["spawn until running"] = time.monotonic() - start
+            assert info.running, (info, await backend.logs_tail(info.container_id))
+            url = info.url(app.port)
+            assert url is not None
+            assert task_node(info.name) in ("w1", "w2")
+            assert info.address in (cluster.addresses["w1"], cluster.addresses["w2"])
+
+            # The hub reaches the app at the node's published port; once the workers have
+            # their firewall, nobody else does (before it, this host does: the rule is why).
+            deadline = time.monotonic() + 30
+            body = cluster.hub_fetch(url + "/whoami")
+            while '"env"' not in body and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                body = cluster.hub_fetch(url + "/whoami")
+            cluster.timings["spawn until the hub reaches it"] = time.monotonic() - start
+            env = json.loads(body)["env"]
+            assert env["SERVICEHUB_USER"] == "alice@example.org"
+            assert env["SERVICEHUB_SLUG"] == "alice-x"
+            assert outside_reaches(url), "this host could not reach the session even unfirewalled"
+            firewall_workers(cluster)
+            assert not outside_reaches(url), "a host other than the hub reached a session"
+            assert '"env"' in cluster.hub_fetch(url + "/whoami")
+
+            # The session's container runs as on a single host: user, read-only root, caps.
+            worker = task_node(info.name)
+            container = json.loads(
+                node(worker, "docker", "inspect", node(worker, "docker", "ps", "-q"))
+            )[0]
+            assert container["Config"]["User"] == "1000:1000"
+            assert container["HostConfig"]["ReadonlyRootfs"] is True
+            assert container["HostConfig"]["CapDrop"] == ["ALL"]
+            assert container["HostConfig"]["Memory"] == 256 * 1024**2
+            assert container["Config"]["Labels"]["servicehub.slug"] == "alice-x"
+            # On the worker's default bridge (docker0), which the firewall rules name.
+            assert set(container["NetworkSettings"]["Networks"]) == {"bridge"}
+
+            # State: one listing, the single session by name, then its removal.
+            (listed,) = await backend.list_sessions(detailed=False)
+            assert (listed.container_id, listed.url(app.port)) == (info.container_id, url)
+            got = await backend.get("whoami", "alice-x")
+            assert got is not None and got.running and got.url(app.port) == url
+            await backend.remove(info.container_id)
+            assert await backend.get("whoami", "alice-x") is None
+            assert await backend.list_sessions() == []
+            deadline = time.monotonic() + 30
+            while node(worker, "docker", "ps", "-aq") and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert node(worker, "docker", "ps", "-aq") == "", "the task's container stayed"
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
+    print("swarm test timings (s):", {k: round(v, 1) for k, v in cluster.timings.items()})
