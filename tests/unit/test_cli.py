@@ -270,6 +270,25 @@ def test_json_output_of_each_read_command_parses_with_its_documented_shape(tmp_p
     }
 
 
+def test_sessions_answers_without_the_daemons_http_stack(tmp_path, engine):
+    """`servicehub sessions` is an operator's quick look: importing aiohttp and asyncio alone
+    took longer than listing 2,000 sessions (docs/benchmarks.md, "Scale")."""
+    config = str(write_config(tmp_path, engine))
+    probe = (
+        "import sys\n"
+        "from servicehub import cli\n"
+        f"code = cli.main(['-c', {config!r}, 'sessions', '--json'])\n"
+        "loaded = sorted(m for m in ('aiohttp', 'asyncio', 'yarl') if m in sys.modules)\n"
+        "print('exit', code, 'loaded', loaded, file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.stderr.strip().splitlines()[-1] == "exit 0 loaded []", out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["user"] == "alice@example.org"
+
+
 def test_check_config_json_reports_the_bad_key(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text("apps:\n  whoami:\n    image: x\n    limits: {memory: lots}\n")
