@@ -93,7 +93,7 @@ class Collector:
         async def counters(info: SessionInfo) -> Counters | None:
             return await self._sample(info, previous.get(info.container_id, 0))
 
-        samples = await _each(running, counters)
+        samples = await self._samples(running, previous)
         _warn_blind([i.name for i in running if samples.get(i.container_id) is None])
         docker_seconds = time.perf_counter() - docker_started
         asked, reports = await self._reports(running, now)
@@ -126,6 +126,23 @@ class Collector:
         except Exception:
             log.exception("reading the journal failed; going on without it")
             return source, [], state.journal_cursor
+
+    async def _samples(
+        self, running: list[SessionInfo], previous: dict[str, int]
+    ) -> dict[str, Counters | None]:
+        """Every running session's counters. A session with the PID of its last sample is read
+        in turn: the backend then reads kernel files and never waits, and a task per session
+        cost more than the reads at 2,000 sessions. The others (new sessions, a PID gone) ask
+        the engine, PARALLEL at a time."""
+        samples: dict[str, Counters | None] = {}
+        for info in running:
+            pid = previous.get(info.container_id, 0)
+            if pid:
+                sample = await _guarded(info, lambda i: self._sample(i, pid))  # noqa: B023 (awaited at once)
+                samples[info.container_id] = sample
+        rest = [i for i in running if samples.get(i.container_id) is None]
+        samples.update(await _each(rest, lambda info: self._sample(info, 0)))
+        return samples
 
     async def _sample(self, info: SessionInfo, pid: int) -> Counters | None:
         """The container's counters, their time re-stamped on the monotonic clock."""
@@ -231,11 +248,18 @@ async def _each(
 
     async def one(info: SessionInfo) -> T | None:
         async with gate:
-            try:
-                return await fetch(info)
-            except Exception as exc:
-                log.warning("collecting from %s failed: %s", info.name, exc)
-                return None
+            return await _guarded(info, fetch)
 
     results = await asyncio.gather(*(one(i) for i in infos))
     return {i.container_id: r for i, r in zip(infos, results, strict=True)}
+
+
+async def _guarded(
+    info: SessionInfo, fetch: Callable[[SessionInfo], Awaitable[T | None]]
+) -> T | None:
+    """``fetch(info)``; a failure is logged and gives None."""
+    try:
+        return await fetch(info)
+    except Exception as exc:
+        log.warning("collecting from %s failed: %s", info.name, exc)
+        return None
