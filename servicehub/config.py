@@ -20,6 +20,7 @@ from .app_docker import DockerSettings, parse_docker_settings
 from .app_mounts import AppMounts, HostRoots, check_environment, check_targets, parse_mounts
 from .app_mounts import parse_roots as parse_host_roots
 from .backend_config import BackendConfig, check_backend, parse_backend
+from .capacity_config import CapacityConfig, parse_capacity
 from .config_section import ABS_PATH_RE, Section, parse_size
 
 # ConfigError is part of this module's interface (the CLI and tests catch it here).
@@ -157,6 +158,7 @@ class Config:
     roots: HostRoots = field(default_factory=HostRoots)  # where app mounts may come from
     pages: PagesConfig = field(default_factory=PagesConfig)  # home and admin pages
     backend: BackendConfig = field(default_factory=BackendConfig)  # this host, or a swarm
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)  # sessions at once
     # Not from the file: secrets come from the environment only.
     proxy_secret: str | None = None
 
@@ -481,6 +483,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     pages = parse_pages(top.section("pages"))
     backend = parse_backend(top.section("backend"))
     check_backend(backend, apps)
+    capacity = parse_capacity(top.section("capacity"), list(apps))
     top.finish()
     proxy_secret = _proxy_secret(environ)
     return Config(
@@ -498,6 +501,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         roots=roots,
         pages=pages,
         backend=backend,
+        capacity=capacity,
         proxy_secret=proxy_secret,
     )
 

@@ -23,6 +23,7 @@ from .times import iso
 
 # The daemon's states in the words the pages use.
 _SHOWN = {
+    State.QUEUED: "waiting for a place",
     State.CREATING: "starting",
     State.STARTING: "starting",
     State.ROUTING: "starting",

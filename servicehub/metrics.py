@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .config import Config
-from .session_state import Session, State
+from .session_state import LIVE, Session, State
 
 if TYPE_CHECKING:
     from .sessions import SessionManager
@@ -95,8 +95,8 @@ REFUSAL_REASONS: Mapping[tuple[int, str], str] = {
     (404, "Unknown app"): "no_app",
     (403, "Not allowed"): "not_allowed",
     (409, "No session"): "no_session",
+    (429, "Too many sessions"): "per_user_limit",
 }
-LIVE = (State.CREATING, State.STARTING, State.ROUTING, State.READY)
 
 
 def failure_reason(text: str) -> str:

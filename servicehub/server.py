@@ -12,6 +12,7 @@ from aiohttp import web
 from yarl import URL
 
 from . import metrics, pages
+from .admission import TooManySessions
 from .config import RESERVED_PREFIX, AppConfig, Config
 from .handover import Handover
 from .identity import Identity, IdentityError, parse_identity, secret_matches
@@ -35,6 +36,11 @@ class Refused(Exception):
     def __init__(self, status: int, title: str, reason: str) -> None:
         super().__init__(reason)
         self.status, self.title, self.reason = status, title, reason
+
+
+def too_many(exc: TooManySessions) -> Refused:
+    """429: the person runs as many sessions as one may (capacity.max_sessions_per_user)."""
+    return Refused(429, "Too many sessions", str(exc))
 
 
 def wants_html(request: web.Request) -> bool:
@@ -237,13 +243,16 @@ class Handlers:
         if request.path + "/" == app.path_prefix:  # /nb for an app at /nb/
             query = f"?{request.query_string}" if request.query_string else ""
             raise web.HTTPPermanentRedirect(location=app.path_prefix + query)
-        session = await self.manager.ensure(
-            app,
-            identity.user,
-            identity.slug,
-            groups=identity.groups,
-            may_spawn=starts_session(request),
-        )
+        try:
+            session = await self.manager.ensure(
+                app,
+                identity.user,
+                identity.slug,
+                groups=identity.groups,
+                may_spawn=starts_session(request),
+            )
+        except TooManySessions as exc:
+            return refusal(request, too_many(exc))
         if session is None:
             return no_session(request, app)
         if session.state == State.READY and not session.routed:
@@ -280,9 +289,12 @@ class Handlers:
             return refusal(request, exc)
         session = self.manager.get(app.name, identity.slug)
         if session is None or session.state == State.FAILED:
-            session = await self.manager.ensure(
-                app, identity.user, identity.slug, groups=identity.groups, retry=True
-            )
+            try:
+                session = await self.manager.ensure(
+                    app, identity.user, identity.slug, groups=identity.groups, retry=True
+                )
+            except TooManySessions as exc:
+                return refusal(request, too_many(exc))
             assert session is not None  # may_spawn: always a session
         status = 200 if session.state == State.READY else 202
         return web.json_response(
@@ -318,9 +330,12 @@ class Handlers:
             identity, app = self._named_app(request, str(form.get("app", "")))
         except Refused as exc:
             return refusal(request, exc)
-        await self.manager.ensure(
-            app, identity.user, identity.slug, groups=identity.groups, retry=True
-        )  # a click
+        try:
+            await self.manager.ensure(
+                app, identity.user, identity.slug, groups=identity.groups, retry=True
+            )  # a click
+        except TooManySessions as exc:
+            return refusal(request, too_many(exc))
         target = safe_target(str(form.get("next", "")), app.path_prefix)
         raise web.HTTPSeeOther(location=target)
 

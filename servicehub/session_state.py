@@ -11,6 +11,7 @@ import asyncio
 import enum
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ _VERSIONS = itertools.count(1)
 
 
 class State(enum.StrEnum):
+    QUEUED = "queued"  # waiting for a free place (admission.py)
     CREATING = "creating"  # asking Docker for the container
     STARTING = "starting"  # container runs, app not answering yet
     ROUTING = "routing"  # app answers, waiting for Traefik to serve the route
@@ -29,7 +31,11 @@ class State(enum.StrEnum):
     STOPPED = "stopped"  # gone, and only a person opening the app starts it again
 
 
+# Running, or about to: the sessions that take a place (admission.py, metrics.py).
+LIVE = (State.CREATING, State.STARTING, State.ROUTING, State.READY)
+
 PROGRESS = {
+    State.QUEUED: 0.05,
     State.CREATING: 0.2,
     State.STARTING: 0.5,
     State.ROUTING: 0.85,
@@ -98,6 +104,8 @@ class SessionTable:
     def __init__(self) -> None:
         self.sessions: dict[SessionKey, Session] = {}
         self._locks: dict[SessionKey, asyncio.Lock] = {}
+        # Called when a session leaves the table: its place is free (admission.py).
+        self.on_leave: Callable[[], None] = lambda: None
 
     def lock(self, key: SessionKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -113,4 +121,12 @@ class SessionTable:
         if self.sessions.get(session.key) is not session:
             return False
         del self.sessions[session.key]
+        self.on_leave()
         return True
+
+    def pop(self, key: SessionKey) -> Session | None:
+        """Forget the session of ``key``, whichever it is."""
+        session = self.sessions.pop(key, None)
+        if session is not None:
+            self.on_leave()
+        return session

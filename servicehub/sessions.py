@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from .admission import Admission
 from .backend import Backend
 from .config import AppConfig, Config
 from .failures import FailureLog
@@ -47,6 +48,7 @@ class SessionManager:
         self.locks = locks or SessionLocks.of_hub(config.state_dir)
         self.table = SessionTable()
         self.sessions = self.table.sessions
+        self.admission = Admission(config.capacity, self.table)
         self._tasks: set[asyncio.Task[None]] = set()
         self._http = Http()
         self.failures = FailureLog()  # recent spawn failures, for the admin view
@@ -153,9 +155,10 @@ class SessionManager:
                 return session
             if not may_spawn:
                 return None
+            self.admission.check_user(slug)  # TooManySessions: the person must stop one first
             session = Session(app=app.name, slug=slug, user=user, groups=groups)
             self.table.add(session)
-            self._start(self.spawner.spawn(session, app))
+            self._start(self.admission.run(session, lambda: self.spawner.spawn(session, app)))
             return session
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -174,7 +177,7 @@ class SessionManager:
         False if there was nothing to stop."""
         key = SessionKey(app, slug)
         async with self.table.lock(key):
-            session = self.sessions.pop(key, None)
+            session = self.table.pop(key)
             ended = await self.teardown.stop(key)
             if session is not None:
                 await session.set(State.STOPPED, "Your session has ended")

@@ -61,8 +61,8 @@ def hub_factory(request, tmp_path, example_image):
     """Start a hub with the given apps; on failure its logs are printed; containers removed."""
     made = []
 
-    def make(apps, name="hub"):
-        instance = Hub(workdir=tmp_path / name, apps=apps)
+    def make(apps, name="hub", settings=None):
+        instance = Hub(workdir=tmp_path / name, apps=apps, settings=settings or {})
         instance.workdir.mkdir()
         made.append(instance)
         instance.start()
