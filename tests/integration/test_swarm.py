@@ -245,9 +245,10 @@ def firewall_workers(cluster: Cluster, action: str = "-I") -> None:
         node(
             name, "iptables", action, "DOCKER-USER", "-o", "docker0",
             "-m", "conntrack", "--ctstate", "NEW",
-            "!", "-s", cluster.addresses["hub"], "-j", "DROP",
+            "!", "-s", cluster.addresses["hub"], "-j", "DROP", check=action == "-I",
         )  # fmt: skip
-        node(name, "iptables", action, "INPUT", "-i", "docker0", "-j", "DROP")
+        rule = ["INPUT", "-i", "docker0", "-j", "DROP"]
+        node(name, "iptables", action, *rule, check=action == "-I")
 
 
 def outside_reaches(url: str) -> bool:
@@ -341,6 +342,78 @@ def test_a_session_no_node_can_hold_is_refused_with_a_reason(cluster, tmp_path, 
             assert await backend.list_sessions() == []
         finally:
             await backend.close()
+
+    asyncio.run(scenario())
+
+
+def container_of(worker: str, service: str) -> str:
+    label = f"label=com.docker.swarm.service.name={service}"
+    return node(worker, "docker", "ps", "-q", "--filter", label)
+
+
+def session_connects(worker: str, address: str, port: int) -> bool:
+    """Whether a session on ``worker`` opens a TCP connection to ``address:port``: a container
+    of the app's image, as its user, on the worker's default bridge like every session there.
+    Any failure but the connection's own fails the test."""
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), 3)"
+    command = ["docker", "run", "--rm", "--user", "1000:1000", EXAMPLE_IMAGE, "python3", "-c"]
+    done = subprocess.run(
+        ["docker", "exec", f"{PREFIX}-{worker}", *command, probe], capture_output=True, timeout=60
+    )
+    err = done.stderr.decode(errors="replace")
+    if done.returncode != 0 and not any(
+        e in err for e in ("TimeoutError", "ConnectionRefusedError", "timed out", "unreachable")
+    ):
+        out = done.stdout.decode(errors="replace")
+        raise AssertionError(f"probe on {worker}: {done.returncode} {out} {err}")
+    return done.returncode == 0
+
+
+def test_sessions_cannot_reach_each_other_on_one_worker_or_across(cluster, tmp_path):
+    """With the workers' rules, a session reaches no other session: not at its node's published
+    port (on its own worker or another), not at its address on the worker's bridge."""
+    config = hub_config(cluster, tmp_path)
+    app = config.apps["whoami"]
+
+    async def scenario():
+        backend = SwarmBackend(config)
+        try:
+            await backend.prepare()
+            users = ("alice", "bob", "carol")
+            infos = [await backend.spawn(app, f"{u}@example.org", f"{u}-x") for u in users]
+            assert all(i.running and i.address for i in infos)
+            where = {i.name: task_node(i.name) for i in infos}
+            assert set(where.values()) == {"w1", "w2"}, where  # spread over both workers
+            for info in infos:  # running is not listening yet: the spawner's probe waits too
+                wait_for(
+                    lambda info=info: '"env"' in cluster.hub_fetch(f"{info.url(app.port)}/whoami"),
+                    30,
+                    f"{info.name} to answer",
+                    interval=0.2,
+                )
+            worker = where[infos[0].name]  # the sessions' neighbour, and the others
+            far = next(i for i in infos if where[i.name] != worker)
+            assert far.address and far.port
+            # Without the rules a session reaches another worker's published ports: the rules
+            # are what stops it below.
+            assert session_connects(worker, far.address, far.port)
+            firewall_workers(cluster)
+            for other in infos:
+                assert other.address and other.port
+                assert not session_connects(worker, other.address, other.port), (
+                    f"a session on {worker} reached {other.name} on {where[other.name]}"
+                )
+                if where[other.name] == worker:  # neighbours on the bridge
+                    container = json.loads(
+                        node(worker, "docker", "inspect", container_of(worker, other.name))
+                    )[0]
+                    bridge = container["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+                    assert not session_connects(worker, bridge, app.port)
+            for info in infos:
+                await backend.remove(info.container_id)
+        finally:
+            await backend.close()
+            firewall_workers(cluster, "-D")
 
     asyncio.run(scenario())
 
