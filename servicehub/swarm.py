@@ -194,8 +194,10 @@ def task_state(task: dict[str, Any] | None, nodes: dict[str, Node]) -> tuple[str
     exit_code = int((status.get("ContainerStatus") or {}).get("ExitCode") or 0)
     if state == "running":
         node = nodes.get(str(task.get("NodeID", "")))
-        if node is not None and node.state != "ready":
+        if node is not None and node.state == "down":
             # The manager keeps the last state a dead node reported: its sessions are gone.
+            # Only "down" counts: a manager that restarts shows its nodes "unknown" until
+            # they report again, and their sessions are fine.
             return "lost", exit_code
         return "running", 0
     if state in _STARTING:

@@ -434,6 +434,35 @@ def swarm_hub(cluster, tmp_path, request) -> Iterator[Hub]:
         remove_services(hub.hub_name)
 
 
+def test_restarts_of_the_daemon_and_the_manager_lose_no_session(cluster, swarm_hub):
+    """The daemon rebuilds its sessions from the swarm; the manager keeps them in its Raft
+    store: after either restarts, the user's session answers as before, not a new one."""
+    hub = swarm_hub
+    first = hub.open("bob", "/whoami", app="whoami").json()
+    hub.restart_daemon()
+    assert hub.open("bob", "/whoami", app="whoami").json()["hostname"] == first["hostname"]
+
+    start = time.monotonic()
+    node("hub", "systemctl", "restart", "docker")
+    wait_for(
+        lambda: (
+            subprocess.run(
+                ["docker", "exec", f"{PREFIX}-hub", "docker", "node", "ls"], capture_output=True
+            ).returncode
+            == 0
+        ),
+        60,
+        "the manager to answer again",
+        interval=0.2,
+    )
+    cluster.timings["manager restart"] = time.monotonic() - start
+    time.sleep(3 * 2)  # three of the daemon's listings (watch_interval 2s) see the swarm again
+    again = hub.get("bob", "/whoami", html=False)
+    assert again.status == 200 and again.json()["hostname"] == first["hostname"]
+    assert len(list(hub.routes_dir.glob("*-session-*.yml"))) == 1
+    assert "lost its container" not in hub.logs() and "stopped" not in hub.logs()
+
+
 def test_a_dead_worker_loses_its_sessions_and_the_next_request_runs_elsewhere(cluster, swarm_hub):
     """Through the daemon and Traefik: a login spawns on a worker; the worker stops answering;
     within a minute the route is gone, and the user's next request gets a session elsewhere."""

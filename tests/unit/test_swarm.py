@@ -19,6 +19,7 @@ NODES = {
     "m": Node("m", "manager", "ready", "active", "10.0.0.1"),
     "w1": Node("w1", "worker", "ready", "active", "10.0.0.2"),
     "w2": Node("w2", "worker", "down", "active", "10.0.0.3"),
+    "w3": Node("w3", "worker", "unknown", "active", "10.0.0.4"),
 }
 
 
@@ -175,6 +176,7 @@ def service(sid="s1", slug="alice-x"):
         ("preparing", "w1", "created"),
         ("running", "w1", "running"),
         ("running", "w2", "lost"),  # its node is down
+        ("running", "w3", "running"),  # the manager restarted and has not heard from it yet
         ("complete", "w1", "exited"),
         ("failed", "w1", "exited"),
         ("rejected", "w1", "exited"),
