@@ -312,3 +312,13 @@ async def test_a_task_that_ends_while_starting_comes_back_with_its_exit_code():
     manager = Manager([], [[task("failed", service="new", exit_code=2, port=None)]])
     info = await SwarmBackend(CONFIG, client=manager).spawn(NB, "alice@example.org", "alice-x")
     assert (info.state, info.exit_code) == ("exited", 2)
+
+
+async def test_a_task_no_node_could_make_is_an_error_without_host_details():
+    rejected = task("rejected", service="new", port=None)
+    rejected["Status"]["Err"] = "invalid mount config: bind source path does not exist: /srv/x"
+    manager = Manager([], [[rejected]])
+    with pytest.raises(SpawnError) as failed:
+        await SwarmBackend(CONFIG, client=manager).spawn(NB, "alice@example.org", "alice-x")
+    assert "/srv" not in str(failed.value)
+    assert ("DELETE", "/services/new") in manager.calls
