@@ -38,7 +38,8 @@ integration: venv oidc-provider
 	$(PYTEST) -q -m "integration and not cluster" tests/integration
 
 # The Swarm backend on a real swarm: a hub and two workers as systemd containers, each with its
-# own Docker Engine (docs/cluster.md). Not in `integration`: the nodes take a while to form.
+# own Docker Engine (docs/cluster.md). Not in `integration`: forming the swarm and loading the
+# image into the workers takes most of its minute; `make test` runs it on its own.
 cluster-test: venv
 	scripts/ensure-docker.sh
 	docker build --pull=false -q -t servicehub-test/swarm-node:12 molecule/images/swarm-node >/dev/null
@@ -98,6 +99,7 @@ security: prerequisites venv oidc-provider
 
 test: prerequisites venv oidc-provider lint
 	$(PYTEST) -q -m "not cluster" tests
+	$(MAKE) cluster-test
 	$(MAKE) molecule
 	$(MAKE) molecule-security
 

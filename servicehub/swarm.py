@@ -192,8 +192,10 @@ def task_state(task: dict[str, Any] | None, nodes: dict[str, Node]) -> tuple[str
     exit_code = int((status.get("ContainerStatus") or {}).get("ExitCode") or 0)
     if state == "running":
         node = nodes.get(str(task.get("NodeID", "")))
-        if node is not None and node.state != "ready":
+        if node is not None and node.state == "down":
             # The manager keeps the last state a dead node reported: its sessions are gone.
+            # Only "down" counts: a manager that restarts shows its nodes "unknown" until
+            # they report again, and their sessions are fine.
             return "lost", exit_code
         return "running", 0
     if state in _STARTING:
@@ -413,7 +415,13 @@ class SwarmBackend:
             if info.state in ("exited", "lost", "removing"):
                 reason = pending_reason(task)
                 log.warning("service %s ended while starting: %s", info.name, reason)
-                return info  # the spawner reports the exit code and the last output
+                if (task or {}).get("Status", {}).get("State") == "rejected":
+                    # The node could not make the container (an image it lacks, a bind source
+                    # missing there): no exit code to show. The reason may name host paths,
+                    # so it goes to the log only.
+                    await self.remove(service_id)
+                    raise SpawnError("the machine chosen for your session could not start it")
+                return info  # the app ran and stopped: the spawner reports code and output
             waited = loop.time() - start
             if "no suitable node" in pending_reason(task) and waited > CAPACITY_WAIT:
                 await self.remove(service_id)

@@ -9,6 +9,7 @@ makes is named ``servicehub-swarmtest-*`` and removed afterwards, also after a f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import tempfile
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from servicehub import swarm
+from servicehub.backend import SpawnError
 from servicehub.config import parse_config
 from servicehub.swarm import SwarmBackend
-from tests.harness import EXAMPLE_IMAGE
+from tests.harness import EXAMPLE_IMAGE, Hub, raw_request, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -152,6 +155,7 @@ def cluster(docker_engine, example_image) -> Iterator[Cluster]:
             timings["image loaded"] = time.monotonic() - start
             yield Cluster(work / "sock" / "docker.sock", addresses, timings)
         finally:
+            print("\nswarm test timings (s):", {k: round(v, 1) for k, v in timings.items()})
             remove_everything()
 
 
@@ -192,43 +196,59 @@ def _load_image(image: str, names: tuple[str, ...]) -> None:
         assert load.returncode == 0, err.decode(errors="replace")
 
 
+# The example app without its volume: user data across nodes needs the shared filesystem,
+# which is not built yet (docs/cluster.md).
+WHOAMI = {
+    "image": EXAMPLE_IMAGE,
+    "port": 8000,
+    "limits": {"memory": "256m", "cpus": 0.5, "pids": 64},
+    "readiness": {"type": "http", "path": "/healthz"},
+}
+
+
+def swarm_settings(cluster: Cluster) -> dict:
+    return {
+        "docker": {"socket": str(cluster.socket)},
+        "backend": {"type": "swarm", "swarm": {"watch_interval": "2s"}},
+    }
+
+
 def hub_config(cluster: Cluster, tmp_path: Path):
     return parse_config(
         {
             "hub": "swarmtest",
-            "docker": {"socket": str(cluster.socket)},
             "volumes_root": str(tmp_path / "volumes"),
             "state_dir": str(tmp_path / "state"),
             "traefik": {"routes_dir": str(tmp_path / "routes")},
-            "backend": {"type": "swarm", "swarm": {"watch_interval": "1s"}},
-            "apps": {
-                "whoami": {
-                    "image": EXAMPLE_IMAGE,
-                    "port": 8000,
-                    "limits": {"memory": "256m", "cpus": 0.5, "pids": 64},
-                    "readiness": {"type": "http", "path": "/healthz"},
-                }
-            },
+            "apps": {"whoami": WHOAMI},
+            **swarm_settings(cluster),
         }
     )
+
+
+def remove_services(hub: str) -> None:
+    ids = node("hub", "docker", "service", "ls", "-q", "--filter", f"label=servicehub.hub={hub}")
+    if ids:
+        node("hub", "docker", "service", "rm", *ids.split(), check=False)
 
 
 def task_node(service: str) -> str:
     return node("hub", "docker", "service", "ps", "-q", "--format", "{{.Node}}", service)
 
 
-def firewall_workers(cluster: Cluster) -> None:
+def firewall_workers(cluster: Cluster, action: str = "-I") -> None:
     """The rules the docker role is to set on every worker (docs/cluster.md, "Routing"): a new
     connection forwarded to a session's container must come from the hub, and the sessions'
     containers reach nothing on their worker itself (not its services, not the userland proxy
     of another session's published port)."""
     for name in ("w1", "w2"):
         node(
-            name, "iptables", "-I", "DOCKER-USER", "-o", "docker0",
+            name, "iptables", action, "DOCKER-USER", "-o", "docker0",
             "-m", "conntrack", "--ctstate", "NEW",
-            "!", "-s", cluster.addresses["hub"], "-j", "DROP",
+            "!", "-s", cluster.addresses["hub"], "-j", "DROP", check=action == "-I",
         )  # fmt: skip
-        node(name, "iptables", "-I", "INPUT", "-i", "docker0", "-j", "DROP")
+        rule = ["INPUT", "-i", "docker0", "-j", "DROP"]
+        node(name, "iptables", action, *rule, check=action == "-I")
 
 
 def outside_reaches(url: str) -> bool:
@@ -267,8 +287,11 @@ def test_a_session_runs_on_a_worker_and_the_hub_reaches_it(cluster, tmp_path):
             assert env["SERVICEHUB_SLUG"] == "alice-x"
             assert outside_reaches(url), "this host could not reach the session even unfirewalled"
             firewall_workers(cluster)
-            assert not outside_reaches(url), "a host other than the hub reached a session"
-            assert '"env"' in cluster.hub_fetch(url + "/whoami")
+            try:
+                assert not outside_reaches(url), "a host other than the hub reached a session"
+                assert '"env"' in cluster.hub_fetch(url + "/whoami")
+            finally:  # the next test plays the hub from this host
+                firewall_workers(cluster, "-D")
 
             # The session's container runs as on a single host: user, read-only root, caps.
             worker = task_node(info.name)
@@ -299,4 +322,179 @@ def test_a_session_runs_on_a_worker_and_the_hub_reaches_it(cluster, tmp_path):
             await backend.close()
 
     asyncio.run(scenario())
-    print("swarm test timings (s):", {k: round(v, 1) for k, v in cluster.timings.items()})
+
+
+def test_a_session_no_node_can_hold_is_refused_with_a_reason(cluster, tmp_path, monkeypatch):
+    """Swarm keeps a task no node has room for pending; the user is told, nothing is left."""
+    monkeypatch.setattr(swarm, "CAPACITY_WAIT", 1.0)
+    config = hub_config(cluster, tmp_path)
+    huge = dataclasses.replace(
+        config.apps["whoami"],
+        limits=dataclasses.replace(config.apps["whoami"].limits, memory_bytes=1024**5),
+    )
+
+    async def scenario():
+        backend = SwarmBackend(config)
+        try:
+            await backend.prepare()
+            with pytest.raises(SpawnError, match="no machine of this hub has room"):
+                await backend.spawn(huge, "bob@example.org", "bob-y")
+            assert await backend.list_sessions() == []
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
+
+
+def container_of(worker: str, service: str) -> str:
+    label = f"label=com.docker.swarm.service.name={service}"
+    return node(worker, "docker", "ps", "-q", "--filter", label)
+
+
+def session_connects(worker: str, address: str, port: int) -> bool:
+    """Whether a session on ``worker`` opens a TCP connection to ``address:port``: a container
+    of the app's image, as its user, on the worker's default bridge like every session there.
+    Any failure but the connection's own fails the test."""
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), 3)"
+    command = ["docker", "run", "--rm", "--user", "1000:1000", EXAMPLE_IMAGE, "python3", "-c"]
+    done = subprocess.run(
+        ["docker", "exec", f"{PREFIX}-{worker}", *command, probe], capture_output=True, timeout=60
+    )
+    err = done.stderr.decode(errors="replace")
+    if done.returncode != 0 and not any(
+        e in err for e in ("TimeoutError", "ConnectionRefusedError", "timed out", "unreachable")
+    ):
+        out = done.stdout.decode(errors="replace")
+        raise AssertionError(f"probe on {worker}: {done.returncode} {out} {err}")
+    return done.returncode == 0
+
+
+def test_sessions_cannot_reach_each_other_on_one_worker_or_across(cluster, tmp_path):
+    """With the workers' rules, a session reaches no other session: not at its node's published
+    port (on its own worker or another), not at its address on the worker's bridge."""
+    config = hub_config(cluster, tmp_path)
+    app = config.apps["whoami"]
+
+    async def scenario():
+        backend = SwarmBackend(config)
+        try:
+            await backend.prepare()
+            users = ("alice", "bob", "carol")
+            infos = [await backend.spawn(app, f"{u}@example.org", f"{u}-x") for u in users]
+            assert all(i.running and i.address for i in infos)
+            where = {i.name: task_node(i.name) for i in infos}
+            assert set(where.values()) == {"w1", "w2"}, where  # spread over both workers
+            for info in infos:  # running is not listening yet: the spawner's probe waits too
+                wait_for(
+                    lambda info=info: '"env"' in cluster.hub_fetch(f"{info.url(app.port)}/whoami"),
+                    30,
+                    f"{info.name} to answer",
+                    interval=0.2,
+                )
+            worker = where[infos[0].name]  # the sessions' neighbour, and the others
+            far = next(i for i in infos if where[i.name] != worker)
+            assert far.address and far.port
+            # Without the rules a session reaches another worker's published ports: the rules
+            # are what stops it below.
+            assert session_connects(worker, far.address, far.port)
+            firewall_workers(cluster)
+            for other in infos:
+                assert other.address and other.port
+                assert not session_connects(worker, other.address, other.port), (
+                    f"a session on {worker} reached {other.name} on {where[other.name]}"
+                )
+                if where[other.name] == worker:  # neighbours on the bridge
+                    container = json.loads(
+                        node(worker, "docker", "inspect", container_of(worker, other.name))
+                    )[0]
+                    bridge = container["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+                    assert not session_connects(worker, bridge, app.port)
+            for info in infos:
+                await backend.remove(info.container_id)
+        finally:
+            await backend.close()
+            firewall_workers(cluster, "-D")
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def swarm_hub(cluster, tmp_path, request) -> Iterator[Hub]:
+    """The real daemon and Traefik on this host, as the hub, with the swarm backend."""
+    hub = Hub(workdir=tmp_path / "hub", apps={"whoami": WHOAMI}, settings=swarm_settings(cluster))
+    hub.workdir.mkdir()
+    try:
+        hub.start()
+        yield hub
+    finally:
+        reports = request.node.stash.get("reports", {})
+        if any(r.failed for r in reports.values()):
+            print(hub.logs())
+        hub.stop()
+        remove_services(hub.hub_name)
+
+
+def test_restarts_of_the_daemon_and_the_manager_lose_no_session(cluster, swarm_hub):
+    """The daemon rebuilds its sessions from the swarm; the manager keeps them in its Raft
+    store: after either restarts, the user's session answers as before, not a new one."""
+    hub = swarm_hub
+    first = hub.open("bob", "/whoami", app="whoami").json()
+    hub.restart_daemon()
+    assert hub.open("bob", "/whoami", app="whoami").json()["hostname"] == first["hostname"]
+
+    start = time.monotonic()
+    node("hub", "systemctl", "restart", "docker")
+    wait_for(
+        lambda: (
+            subprocess.run(
+                ["docker", "exec", f"{PREFIX}-hub", "docker", "node", "ls"], capture_output=True
+            ).returncode
+            == 0
+        ),
+        60,
+        "the manager to answer again",
+        interval=0.2,
+    )
+    cluster.timings["manager restart"] = time.monotonic() - start
+    time.sleep(3 * 2)  # three of the daemon's listings (watch_interval 2s) see the swarm again
+    again = hub.get("bob", "/whoami", html=False)
+    assert again.status == 200 and again.json()["hostname"] == first["hostname"]
+    assert len(list(hub.routes_dir.glob("*-session-*.yml"))) == 1
+    assert "lost its container" not in hub.logs() and "stopped" not in hub.logs()
+
+
+def test_a_dead_worker_loses_its_sessions_and_the_next_request_runs_elsewhere(cluster, swarm_hub):
+    """Through the daemon and Traefik: a login spawns on a worker; the worker stops answering;
+    within a minute the route is gone, and the user's next request gets a session elsewhere."""
+    hub = swarm_hub
+    start = time.monotonic()
+    first = hub.open("alice", "/whoami", app="whoami")
+    cluster.timings["first request until the app (daemon)"] = time.monotonic() - start
+    assert first.status == 200 and first.json()["header_user"] == "alice"
+    service = f"{hub.hub_name}-whoami-" + first.json()["env"]["SERVICEHUB_SLUG"]
+    worker = task_node(service)
+    assert worker in ("w1", "w2")
+    assert len(list(hub.routes_dir.glob("*-session-*.yml"))) == 1
+    router = f"/api/http/routers/{service}@file"
+    wait_for(lambda: raw_request(hub.api_port, router).status == 200, 30, "the session's route")
+
+    # The machine dies with everything on it (the session's container too: it lives in the
+    # node's PID namespace). `docker pause` would not do: it freezes the node's own processes
+    # but not its containers, whose cgroups are the host's, so the app would still answer.
+    # The last test of the module: the cluster has one worker left afterwards.
+    sh("docker", "kill", f"{PREFIX}-{worker}")
+    died = time.monotonic()
+    wait_for(
+        lambda: raw_request(hub.api_port, router).status == 404,
+        60,
+        "Traefik to drop the dead worker's session",
+        interval=0.2,
+    )
+    cluster.timings["dead worker until Traefik drops its route"] = time.monotonic() - died
+    assert not list(hub.routes_dir.glob("*-session-*.yml"))
+    again = hub.open("alice", "/whoami", app="whoami")
+    cluster.timings["dead worker until the next session answers"] = time.monotonic() - died
+    assert again.status == 200 and again.json()["header_user"] == "alice"
+    assert again.json()["hostname"] != first.json()["hostname"]
+    other = task_node(service)
+    assert other in ("w1", "w2") and other != worker

@@ -19,6 +19,7 @@ NODES = {
     "m": Node("m", "manager", "ready", "active", "10.0.0.1"),
     "w1": Node("w1", "worker", "ready", "active", "10.0.0.2"),
     "w2": Node("w2", "worker", "down", "active", "10.0.0.3"),
+    "w3": Node("w3", "worker", "unknown", "active", "10.0.0.4"),
 }
 
 
@@ -175,6 +176,7 @@ def service(sid="s1", slug="alice-x"):
         ("preparing", "w1", "created"),
         ("running", "w1", "running"),
         ("running", "w2", "lost"),  # its node is down
+        ("running", "w3", "running"),  # the manager restarted and has not heard from it yet
         ("complete", "w1", "exited"),
         ("failed", "w1", "exited"),
         ("rejected", "w1", "exited"),
@@ -310,3 +312,13 @@ async def test_a_task_that_ends_while_starting_comes_back_with_its_exit_code():
     manager = Manager([], [[task("failed", service="new", exit_code=2, port=None)]])
     info = await SwarmBackend(CONFIG, client=manager).spawn(NB, "alice@example.org", "alice-x")
     assert (info.state, info.exit_code) == ("exited", 2)
+
+
+async def test_a_task_no_node_could_make_is_an_error_without_host_details():
+    rejected = task("rejected", service="new", port=None)
+    rejected["Status"]["Err"] = "invalid mount config: bind source path does not exist: /srv/x"
+    manager = Manager([], [[rejected]])
+    with pytest.raises(SpawnError) as failed:
+        await SwarmBackend(CONFIG, client=manager).spawn(NB, "alice@example.org", "alice-x")
+    assert "/srv" not in str(failed.value)
+    assert ("DELETE", "/services/new") in manager.calls
