@@ -139,15 +139,43 @@ def usage_between(before: Counters | None, after: Counters | None) -> Usage | No
     )
 
 
-def usage_activity(app: AppConfig, usage: Usage | None, now: float) -> Activity | None:
+def per_minute(usage: Usage) -> float:
+    """The traffic of one interval in bytes per minute."""
+    return usage.net_bytes * 60 / usage.seconds
+
+
+def background_level(rates: tuple[float, ...]) -> float:
+    """What a session's traffic is when nobody acts: its quietest minute (bytes per minute)
+    among the previous runs' ``rates``. Keep-alive pings, a tab's polls every few seconds and
+    other periodic traffic move about the same bytes every minute, so they are all in it; a
+    person's work comes and goes, and its minutes stand out above it. No history: none."""
+    return min(rates, default=0.0)
+
+
+def remember_rate(rates: tuple[float, ...], usage: Usage | None, keep: int) -> tuple[float, ...]:
+    """The rates the next run's background level is taken from: the last ``keep``."""
+    if keep <= 0:
+        return ()
+    if usage is None:
+        return rates[-keep:]
+    return (*rates, per_minute(usage))[-keep:]
+
+
+def usage_activity(
+    app: AppConfig, usage: Usage | None, now: float, rates: tuple[float, ...] = ()
+) -> Activity | None:
     """Traffic or CPU between two runs counts as activity at this run's time ``now``.
 
-    The byte threshold is per minute: after a reaper pause of an hour, an hour of an idle
-    websocket's keep-alive pings must not add up to "activity".
+    Traffic counts when it exceeds the session's background level (``background_level`` of
+    ``rates``, the previous runs' bytes per minute) by more than ``activity_bytes`` per minute.
+    Both are per minute: after a reaper pause of an hour, an hour of an idle websocket's
+    keep-alive pings must not add up to "activity".
     """
     if usage is None:
         return None
-    if usage.net_bytes > app.activity_bytes * max(1.0, usage.seconds / 60):
+    minutes = usage.seconds / 60
+    above = usage.net_bytes - background_level(rates) * minutes
+    if above > app.activity_bytes * max(1.0, minutes):
         return Activity(now, "network")
     if app.cpu_counts and usage.cpu_cores > app.cpu_threshold:
         return Activity(now, "cpu")

@@ -18,6 +18,7 @@ from .activity import (
     Timeline,
     decide,
     latest,
+    remember_rate,
     usage_activity,
     usage_between,
 )
@@ -71,6 +72,8 @@ def judge(
         )
     sample = collected.samples.get(info.container_id)
     report = collected.reports.get(info.container_id)
+    usage = usage_between(kept.counters if kept else None, sample)
+    rates = kept.rates if kept else ()
     signals = [
         _remembered(record, kept, timeline),
         _placed(
@@ -82,7 +85,7 @@ def judge(
             state.journal_cursor is not None,
         ),
         _reported(report, record, kept, timeline),
-        usage_activity(app, usage_between(kept.counters if kept else None, sample), now.mono),
+        usage_activity(app, usage, now.mono, rates),
     ]
     # All monotonic; activity before the spawn was an older container's.
     found = latest(*[s for s in signals if s is not None and s.time >= spawn])
@@ -95,6 +98,7 @@ def judge(
         last_mono=found.time if found else None,
         spawn_mono=spawn,
         report=report.time if report else (record.report if record else None),
+        rates=remember_rate(rates, usage, app.background_windows),
     )
     shown = replace(decision, last=_on_wall_clock(decision.last, timeline))
     return Judged(info, shown, new_record)
