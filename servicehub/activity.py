@@ -182,6 +182,29 @@ def usage_activity(
     return None
 
 
+def background_note(
+    usage: Usage | None, rates: tuple[float, ...], requests: bool, counted: Activity | None
+) -> str:
+    """What this run saw and did not count, for the decision's reason: the page's background
+    requests, and traffic that stayed within its background level (``counted``: the traffic
+    or CPU activity of this run, if any)."""
+    parts = []
+    if requests:
+        parts.append("background requests")
+    if (
+        usage is not None
+        and usage.net_bytes > 0
+        and (counted is None or counted.source != "network")
+    ):
+        level = f", its level {_kb(background_level(rates))}/min" if rates else ""
+        parts.append(f"traffic {_kb(per_minute(usage))}/min{level}")
+    return "not counted: " + " and ".join(parts) if parts else ""
+
+
+def _kb(count: float) -> str:
+    return f"{count / 1000:.1f} kB"
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Verdict  # KEEP or REAP from ``decide``; the reaper may turn it to SKIP or ERROR

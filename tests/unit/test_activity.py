@@ -7,6 +7,7 @@ from servicehub.activity import (
     Instant,
     Timeline,
     background_level,
+    background_note,
     decide,
     latest,
     parse_report,
@@ -175,6 +176,18 @@ def test_without_a_background_level_the_rule_is_the_plain_threshold():
     a = app(activity_bytes="8k", background_windows=0)
     rates = rates_before(TAB_IDLE, keep=a.background_windows)
     assert usage_activity(a, minute(TAB_IDLE[-1]), now=T0, rates=rates) is not None
+
+
+def test_the_reason_says_what_was_seen_and_not_counted():
+    rates = rates_before(TAB_IDLE)
+    idle = minute(TAB_IDLE[-1])
+    assert background_note(idle, rates, True, None) == (
+        "not counted: background requests and traffic 80.1 kB/min, its level 78.0 kB/min"
+    )
+    assert background_note(idle, (), False, None) == "not counted: traffic 80.1 kB/min"
+    counted = Activity(T0, "network")
+    assert background_note(idle, rates, False, counted) == ""
+    assert background_note(None, rates, False, None) == ""
 
 
 def test_cpu_counts_only_when_configured():
