@@ -27,7 +27,14 @@ from servicehub.config import load_config
 from servicehub.reaper import Reaper
 from servicehub.reaper_report import Row
 from servicehub.routes import RouteStore
-from tests.harness import SECRET_HEADER, USER_HEADER, Hub, jupyterlab_app, wait_for
+from tests.harness import (
+    SECRET_HEADER,
+    USER_HEADER,
+    Hub,
+    jupyterlab_app,
+    raw_request,
+    wait_for,
+)
 from tests.integration.conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -155,6 +162,13 @@ def _run_cell(page, code: str, output: str | None) -> None:
         page.wait_for_selector(f".jp-OutputArea-output:has-text('{output}')", timeout=90_000)
 
 
+def _kernel_states(hub: Hub, user: str) -> list[str]:
+    """Asked as the page's own poll would be (a background request: it counts for nothing)."""
+    headers = [*hub.identity_headers(user), ("Sec-Fetch-Mode", "cors")]
+    resp = raw_request(hub.web_port, "/notebook/api/kernels", headers)
+    return [k["execution_state"] for k in resp.json()] if resp.status == 200 else []
+
+
 def _play(hub: Hub, timer: Timer, browser) -> Scenario:
     loaded: dict[str, int] = {}
     _, alice = _open(hub, browser, "alice", loaded, timer)
@@ -164,7 +178,8 @@ def _play(hub: Hub, timer: Timer, browser) -> Scenario:
     carol_context, carol = _open(hub, browser, "carol", loaded, timer)
     _new_notebook(carol)
     _run_cell(carol, COMPUTATION, None)
-    carol.wait_for_selector(".jp-InputPrompt:has-text('*')", timeout=60_000)  # running
+    # Computing, not only queued in the page: a queued cell would go with the browser.
+    wait_for(lambda: _kernel_states(hub, "carol") == ["busy"], 60, "carol's kernel computing")
     carol_context.close()  # the browser goes; the kernel computes on
     left = len(timer.runs)
 
