@@ -13,6 +13,7 @@ case "$RELEASE" in
 esac
 BASE_IMAGE=servicehub-test/debian:$RELEASE
 EXAMPLE_IMAGE=servicehub-example/whoami:latest
+JUPYTERLAB_IMAGE=servicehub-example/jupyterlab:latest
 SYSTEMD_IMAGE=servicehub-test/systemd:$RELEASE
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,7 +35,7 @@ have_image() { [ "$rebuild" -eq 0 ] && docker image inspect "$1" >/dev/null 2>&1
 # Remember what --rebuild replaces, to drop it once it is left untagged.
 old_ids=()
 if [ "$rebuild" -eq 1 ]; then
-    for image in "$EXAMPLE_IMAGE" "$BASE_IMAGE"; do
+    for image in "$EXAMPLE_IMAGE" "$JUPYTERLAB_IMAGE" "$BASE_IMAGE"; do
         id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) && old_ids+=("$id")
     done
 fi
@@ -101,6 +102,12 @@ start=$SECONDS
 docker build --pull=false -q -t "$EXAMPLE_IMAGE" "$ROOT/examples/whoami" >/dev/null
 log "built $EXAMPLE_IMAGE in $((SECONDS - start))s"
 
+# JupyterLab, a real single-page app for the reaper's scenarios: pip inside the build (PyPI
+# through the host's CA bundle, which the base trusts). Cached: a second run takes a second.
+start=$SECONDS
+docker build --pull=false -q -t "$JUPYTERLAB_IMAGE" "$ROOT/examples/jupyterlab" >/dev/null
+log "built $JUPYTERLAB_IMAGE in $((SECONDS - start))s"
+
 # The Molecule "VM": systemd as PID 1 on the same base (apt inside the build; cached after).
 start=$SECONDS
 docker build --pull=false -q --build-arg "BASE=$BASE_IMAGE" -t "$SYSTEMD_IMAGE" \
@@ -114,6 +121,6 @@ for id in "${old_ids[@]}"; do
     fi
 done
 
-for image in "$BASE_IMAGE" "$EXAMPLE_IMAGE" "$SYSTEMD_IMAGE"; do
+for image in "$BASE_IMAGE" "$EXAMPLE_IMAGE" "$JUPYTERLAB_IMAGE" "$SYSTEMD_IMAGE"; do
     docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$image" >&2
 done

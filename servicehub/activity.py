@@ -139,19 +139,70 @@ def usage_between(before: Counters | None, after: Counters | None) -> Usage | No
     )
 
 
-def usage_activity(app: AppConfig, usage: Usage | None, now: float) -> Activity | None:
+def per_minute(usage: Usage) -> float:
+    """The traffic of one interval in bytes per minute."""
+    return usage.net_bytes * 60 / usage.seconds
+
+
+def background_level(rates: tuple[float, ...]) -> float:
+    """What a session's traffic is when nobody acts: its quietest minute (bytes per minute)
+    among the previous runs' ``rates``. Keep-alive pings, a tab's polls every few seconds and
+    other periodic traffic move about the same bytes every minute, so they are all in it; a
+    person's work comes and goes, and its minutes stand out above it. No history: none."""
+    return min(rates, default=0.0)
+
+
+def remember_rate(rates: tuple[float, ...], usage: Usage | None, keep: int) -> tuple[float, ...]:
+    """The rates the next run's background level is taken from: the last ``keep``."""
+    if keep <= 0:
+        return ()
+    if usage is None:
+        return rates[-keep:]
+    return (*rates, per_minute(usage))[-keep:]
+
+
+def usage_activity(
+    app: AppConfig, usage: Usage | None, now: float, rates: tuple[float, ...] = ()
+) -> Activity | None:
     """Traffic or CPU between two runs counts as activity at this run's time ``now``.
 
-    The byte threshold is per minute: after a reaper pause of an hour, an hour of an idle
-    websocket's keep-alive pings must not add up to "activity".
+    Traffic counts when it exceeds the session's background level (``background_level`` of
+    ``rates``, the previous runs' bytes per minute) by more than ``activity_bytes`` per minute.
+    Both are per minute: after a reaper pause of an hour, an hour of an idle websocket's
+    keep-alive pings must not add up to "activity".
     """
     if usage is None:
         return None
-    if usage.net_bytes > app.activity_bytes * max(1.0, usage.seconds / 60):
+    minutes = usage.seconds / 60
+    above = usage.net_bytes - background_level(rates) * minutes
+    if above > app.activity_bytes * max(1.0, minutes):
         return Activity(now, "network")
     if app.cpu_counts and usage.cpu_cores > app.cpu_threshold:
         return Activity(now, "cpu")
     return None
+
+
+def background_note(
+    usage: Usage | None, rates: tuple[float, ...], requests: bool, counted: Activity | None
+) -> str:
+    """What this run saw and did not count, for the decision's reason: the page's background
+    requests, and traffic that stayed within its background level (``counted``: the traffic
+    or CPU activity of this run, if any)."""
+    parts = []
+    if requests:
+        parts.append("background requests")
+    if (
+        usage is not None
+        and usage.net_bytes > 0
+        and (counted is None or counted.source != "network")
+    ):
+        level = f", its level {_kb(background_level(rates))}/min" if rates else ""
+        parts.append(f"traffic {_kb(per_minute(usage))}/min{level}")
+    return "not counted: " + " and ".join(parts) if parts else ""
+
+
+def _kb(count: float) -> str:
+    return f"{count / 1000:.1f} kB"
 
 
 @dataclass(frozen=True)

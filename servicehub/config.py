@@ -92,7 +92,8 @@ class AppConfig:
     grace: float  # never reaped for idleness this soon after its spawn
     cpu_counts: bool  # CPU use above cpu_threshold counts as activity
     cpu_threshold: float  # in cores (0.1 = a tenth of one core), averaged between reaper runs
-    activity_bytes: int  # network bytes per minute above which traffic counts as activity
+    activity_bytes: int  # network bytes per minute above the background level that count
+    background_windows: int  # reaper runs whose quietest traffic is the background level; 0: none
     activity_endpoint: str | None  # path of the app's own last-activity report, if any
     allow_users: frozenset[str]
     allow_groups: frozenset[str]
@@ -389,7 +390,13 @@ class _ActivitySignals(TypedDict):
     cpu_counts: bool
     cpu_threshold: float
     activity_bytes: int
+    background_windows: int
     activity_endpoint: str | None
+
+
+# The background level of a session's traffic is its quietest minute among this many reaper runs.
+BACKGROUND_WINDOWS = 5
+MAX_BACKGROUND_WINDOWS = 60
 
 
 def _activity_signals(s: Section, limits: Limits) -> _ActivitySignals:
@@ -405,6 +412,9 @@ def _activity_signals(s: Section, limits: Limits) -> _ActivitySignals:
             "cpu_threshold, raise limits.cpus or set cpu_counts: false",
         )
     activity_bytes = parse_size(s.raw("activity_bytes", "8k"), s.key("activity_bytes"))
+    background_windows = s.integer(
+        "background_windows", BACKGROUND_WINDOWS, low=0, high=MAX_BACKGROUND_WINDOWS
+    )
     activity_endpoint = s.text(
         "activity_endpoint",
         None,
@@ -415,6 +425,7 @@ def _activity_signals(s: Section, limits: Limits) -> _ActivitySignals:
         cpu_counts=cpu_counts,
         cpu_threshold=cpu_threshold,
         activity_bytes=activity_bytes,
+        background_windows=background_windows,
         activity_endpoint=activity_endpoint,
     )
 

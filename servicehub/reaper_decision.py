@@ -16,8 +16,11 @@ from .activity import (
     Decision,
     Instant,
     Timeline,
+    Why,
+    background_note,
     decide,
     latest,
+    remember_rate,
     usage_activity,
     usage_between,
 )
@@ -27,7 +30,7 @@ from .journal import ACTIVITY_EVENTS, DaemonSource, JournalEvent
 from .reaper_collect import Collected
 from .reaper_state import ReaperState, SessionRecord
 from .session_info import SessionInfo
-from .session_key import SessionKey
+from .session_key import PROVIDER, SessionKey
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def judge(
         )
     sample = collected.samples.get(info.container_id)
     report = collected.reports.get(info.container_id)
+    usage = usage_between(kept.counters if kept else None, sample)
+    rates = kept.rates if kept else ()
     signals = [
         _remembered(record, kept, timeline),
         _placed(
@@ -82,11 +87,16 @@ def judge(
             state.journal_cursor is not None,
         ),
         _reported(report, record, kept, timeline),
-        usage_activity(app, usage_between(kept.counters if kept else None, sample), now.mono),
+        traffic := usage_activity(app, usage, now.mono, rates),
     ]
     # All monotonic; activity before the spawn was an older container's.
     found = latest(*[s for s in signals if s is not None and s.time >= spawn])
     decision = decide(app, spawn, info.running, found, now.mono)
+    if decision.kind in (Why.IDLE, Why.ACTIVE):
+        polled = f"{info.key.background_router(config.hub)}@{PROVIDER}" in collected.requests
+        note = background_note(usage, rates, polled, traffic)
+        if note:  # why the open tab or the pinging socket did not keep it
+            decision = replace(decision, reason=f"{decision.reason}; {note}")
     new_record = SessionRecord(
         container_id=info.container_id,
         # For people (the table, the journal, ``servicehub sessions``): today's wall clock.
@@ -95,6 +105,7 @@ def judge(
         last_mono=found.time if found else None,
         spawn_mono=spawn,
         report=report.time if report else (record.report if record else None),
+        rates=remember_rate(rates, usage, app.background_windows),
     )
     shown = replace(decision, last=_on_wall_clock(decision.last, timeline))
     return Judged(info, shown, new_record)

@@ -47,6 +47,8 @@ class SessionRecord:
     # The decision and signal of the last row logged for this container (``Row.said``): a run
     # logs a "keep" again only when it differs, so a quiet hub's journal stays small.
     logged: str | None = None
+    # Bytes per minute of the container's recent runs: its background level (activity.py).
+    rates: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,7 @@ class SessionRecord:
             "spawn_mono": self.spawn_mono,
             "report": self.report,
             "logged": self.logged,
+            "rates": [round(r, 1) for r in self.rates],
         }
 
     @classmethod
@@ -71,7 +74,15 @@ class SessionRecord:
             spawn_mono=_number(data.get("spawn_mono")),
             report=_number(data.get("report")),
             logged=data["logged"] if isinstance(data.get("logged"), str) else None,
+            rates=_rates(data.get("rates")),
         )
+
+
+def _rates(value: object) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        return ()
+    numbers = [_number(v) for v in value]
+    return tuple(n for n in numbers if n is not None and n >= 0)
 
 
 def _number(value: object) -> float | None:

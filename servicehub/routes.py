@@ -74,6 +74,17 @@ def session_rule(config: Config, app: AppConfig, user: str) -> str:
     return rule
 
 
+# What a page's scripts send on their own, never a person's click or page load (Fetch Metadata,
+# which every current browser sends): fetch/XHR polls, images and the like, WebSocket
+# (re)connects. Only reads: a script's POST or PUT (a save, a kernel start) is a person's act.
+BACKGROUND_FETCH_MODES = ("cors", "no-cors", "same-origin", "websocket")
+BACKGROUND_MATCH = (
+    "(Method(`GET`) || Method(`HEAD`)) && HeaderRegexp(`Sec-Fetch-Mode`, `^("
+    + "|".join(BACKGROUND_FETCH_MODES)
+    + ")$`)"
+)
+
+
 def session_priority(app: AppConfig) -> int:
     # Longer prefixes win, host-specific apps win over path-only ones.
     return SESSION_PRIORITY + len(app.path_prefix) + (5000 if app.host else 0)
@@ -94,9 +105,18 @@ def render_session(config: Config, app: AppConfig, route: SessionRoute) -> dict[
     if route.booting:
         # First, so the daemon gets the request as Apache sent it (secret and user included).
         router["middlewares"].insert(0, f"{config.hub}-booting@file")
+    # The same route for the page's background requests, under its own name: the access log
+    # then tells them apart at no cost to the reaper (docs/reaper.md, "What counts as
+    # activity"). One above the session's priority: nested prefixes differ by two at least.
+    background = {
+        **router,
+        "rule": f"{router['rule']} && {BACKGROUND_MATCH}",
+        "priority": router["priority"] + 1,
+        "middlewares": list(router["middlewares"]),
+    }
     return {
         "http": {
-            "routers": {name: router},
+            "routers": {name: router, route.key.background_router(config.hub): background},
             # Traefik's Header() matches when any one value matches: should a request ever
             # carry the user header twice, the app still gets exactly this route's user.
             "middlewares": {

@@ -47,6 +47,11 @@ class SessionKey(NamedTuple):
         """The router as Traefik's API and access log name it: with its provider."""
         return f"{self.router(hub)}@{PROVIDER}"
 
+    def background_router(self, hub: str) -> str:
+        """The session's second router, for its pages' background requests (``routes.py``):
+        its own name in the access log, so the reaper never counts them as activity."""
+        return f"{self.router(hub)}-background"
+
     def route_file(self, hub: str) -> str:
         """The session's file in Traefik's file-provider directory."""
         return f"{route_file_prefix(hub)}{self.app}-{self.slug}.yml"

@@ -28,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ROOT / "roles"
 EXAMPLE_IMAGE = "servicehub-example/whoami:latest"
+JUPYTERLAB_IMAGE = "servicehub-example/jupyterlab:latest"  # examples/jupyterlab
 
 
 def role_defaults(role: str) -> dict[str, Any]:
@@ -437,6 +438,19 @@ def bench_apps() -> dict[str, Any]:
             "limits": {"memory": "256m", "cpus": 1, "pids": 64},
             "readiness": {"type": "http", "path": "/healthz"},
         }
+    }
+
+
+def jupyterlab_app(**settings: Any) -> dict[str, Any]:
+    """JupyterLab as the recipe in docs/app-contract.md configures it."""
+    return {
+        "image": JUPYTERLAB_IMAGE,
+        "port": 8888,
+        "route": {"path_prefix": "/notebook/"},
+        "readiness": {"type": "http", "path": "/notebook/api/status"},
+        "limits": {"memory": "1g", "cpus": 1, "pids": 256},
+        "volume": {"name": "{app}-{slug}", "mount": "/data"},
+        **settings,
     }
 
 

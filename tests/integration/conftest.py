@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from tests.harness import EXAMPLE_IMAGE, Hub, example_apps
+from tests.harness import EXAMPLE_IMAGE, JUPYTERLAB_IMAGE, Hub, example_apps
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The machine has no outside network: keep Chromium from trying to reach it.
@@ -47,6 +47,17 @@ def example_image(docker_engine):
     if found.returncode != 0:
         pytest.fail(f"{EXAMPLE_IMAGE} missing: run scripts/build-test-images.sh (make test does)")
     return EXAMPLE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def jupyterlab_image(docker_engine):
+    """The JupyterLab test image; its tests skip, saying so, where it was not built."""
+    found = subprocess.run(
+        ["docker", "image", "inspect", JUPYTERLAB_IMAGE], capture_output=True, check=False
+    )
+    if found.returncode != 0:
+        pytest.skip(f"{JUPYTERLAB_IMAGE} missing: run scripts/build-test-images.sh")
+    return JUPYTERLAB_IMAGE
 
 
 @pytest.hookimpl(wrapper=True)

@@ -6,9 +6,12 @@ from servicehub.activity import (
     Activity,
     Instant,
     Timeline,
+    background_level,
+    background_note,
     decide,
     latest,
     parse_report,
+    remember_rate,
     sample_time,
     usage_activity,
     usage_between,
@@ -103,6 +106,88 @@ def test_the_byte_threshold_scales_with_the_time_between_runs():
     assert usage_activity(a, hour_of_pings, now=T0) is None
     short = usage_between(sample(T0, 0, 0), sample(T0 + 2, 8 * 1024 + 1, 0))
     assert usage_activity(a, short, now=T0) is not None
+
+
+# Measured through the hub (docs/reaper.md, "Background traffic"): JupyterLab 4 with a notebook
+# open and nobody touching it moves 12.3-12.9 kB every 10 s and 4.8 kB more once a minute (its
+# polls), 78-83 kB a minute; a minute may hold one 10-s round more or less. Running one cell
+# adds about 10 kB; an idle websocket's ping and pong about 220 bytes.
+TAB_IDLE = [80_400, 78_000, 80_900, 82_800, 79_700, 80_100]
+
+
+def minute(net):
+    return usage_between(sample(T0, 0, 0), sample(T0 + 60, net, 0))
+
+
+def rates_before(history, keep=5):
+    rates: tuple[float, ...] = ()
+    for net in history:
+        rates = remember_rate(rates, minute(net), keep)
+    return rates
+
+
+def test_an_open_tab_that_only_polls_is_background_after_its_first_minute():
+    a = app(activity_bytes="8k")
+    assert usage_activity(a, minute(TAB_IDLE[0]), now=T0) is not None  # nothing known yet
+    for i in range(1, len(TAB_IDLE)):
+        rates = rates_before(TAB_IDLE[:i])
+        assert usage_activity(a, minute(TAB_IDLE[i]), now=T0, rates=rates) is None, i
+
+
+def test_a_cell_run_on_top_of_the_polls_is_activity():
+    a = app(activity_bytes="8k")
+    rates = rates_before(TAB_IDLE)
+    found = usage_activity(a, minute(TAB_IDLE[-1] + 10_000), now=T0 + 5, rates=rates)
+    assert found == Activity(T0 + 5, "network")
+
+
+def test_a_person_every_other_minute_stands_out_against_the_quiet_minutes():
+    a = app(activity_bytes="8k")
+    history = [80_000, 91_000, 80_500, 90_000, 80_200]  # a cell every two minutes
+    assert usage_activity(a, minute(90_500), now=T0, rates=rates_before(history)) is not None
+
+
+def test_many_sockets_that_only_ping_are_one_steady_background():
+    # 19 sockets, a ping and its pong (about 220 bytes) every 30 s each: 8.4 kB a minute,
+    # above activity_bytes on its own, but the same every minute.
+    a = app(activity_bytes="8k")
+    pings = 19 * 2 * 220
+    assert usage_activity(a, minute(pings), now=T0, rates=rates_before([pings] * 3)) is None
+
+
+def test_small_irregular_messages_count_when_activity_bytes_is_set_for_them():
+    # Pings (440 bytes a minute) and 100-byte messages (about 400 bytes on the wire each, with
+    # their answer) at irregular times: some minutes carry several, some none.
+    a = app(activity_bytes="1k")
+    history = [440, 440 + 400, 440, 440 + 2 * 400]
+    assert usage_activity(a, minute(440 + 4 * 400), now=T0, rates=rates_before(history)) is not None
+    assert usage_activity(a, minute(440 + 400), now=T0, rates=rates_before(history)) is None
+
+
+def test_the_background_level_is_the_quietest_of_the_last_runs():
+    assert background_level(()) == 0
+    assert background_level((5.0, 3.0, 9.0)) == 3.0
+    assert rates_before([600, 120, 300], keep=2) == (120.0, 300.0)
+    assert rates_before([600, 120, 300], keep=0) == ()  # background_windows: 0, the old rule
+    assert remember_rate((1.0, 2.0), None, 5) == (1.0, 2.0)  # a run without counters
+
+
+def test_without_a_background_level_the_rule_is_the_plain_threshold():
+    a = app(activity_bytes="8k", background_windows=0)
+    rates = rates_before(TAB_IDLE, keep=a.background_windows)
+    assert usage_activity(a, minute(TAB_IDLE[-1]), now=T0, rates=rates) is not None
+
+
+def test_the_reason_says_what_was_seen_and_not_counted():
+    rates = rates_before(TAB_IDLE)
+    idle = minute(TAB_IDLE[-1])
+    assert background_note(idle, rates, True, None) == (
+        "not counted: background requests and traffic 80.1 kB/min, its level 78.0 kB/min"
+    )
+    assert background_note(idle, (), False, None) == "not counted: traffic 80.1 kB/min"
+    counted = Activity(T0, "network")
+    assert background_note(idle, rates, False, counted) == ""
+    assert background_note(None, rates, False, None) == ""
 
 
 def test_cpu_counts_only_when_configured():

@@ -21,6 +21,7 @@ def test_minimal_config_gets_safe_defaults():
     assert app_config.idle_timeout == 3600
     assert app_config.grace == 300 and app_config.cpu_counts and app_config.cpu_threshold == 0.1
     assert app_config.activity_bytes == 8 * 1024 and app_config.activity_endpoint is None
+    assert app_config.background_windows == 5
     assert str(config.traefik.access_log) == "/var/log/traefik/access.json"
     assert str(config.state_dir) == "/var/lib/servicehub"
 
@@ -81,6 +82,9 @@ def test_durations_and_sizes_parse():
         (app(cpu_counts="yes"), "apps.whoami.cpu_counts"),
         (app(cpu_threshold=0), "apps.whoami.cpu_threshold"),
         (app(activity_bytes="lots"), "apps.whoami.activity_bytes"),
+        (app(background_windows=-1), "apps.whoami.background_windows"),
+        (app(background_windows="5"), "apps.whoami.background_windows"),
+        (app(background_windows=61), "apps.whoami.background_windows"),
         (app(activity_endpoint="activity"), "apps.whoami.activity_endpoint"),
         ({**MINIMAL, "state_dir": "relative/dir"}, "state_dir"),
         ({**MINIMAL, "traefik": {"access_log": "access.json"}}, "traefik.access_log"),

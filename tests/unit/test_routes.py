@@ -52,6 +52,23 @@ def test_session_rule_matches_exact_user_app_and_secret():
     assert servers == [{"url": "http://172.18.0.2:8000"}]
 
 
+def test_a_pages_background_requests_take_the_sessions_second_router():
+    cfg = config(secret="s" * 20)
+    route = SessionRoute(app="whoami", slug="alice-x", user="alice", url="http://172.18.0.2:8000")
+    routers = render_session(cfg, cfg.apps["whoami"], route)["http"]["routers"]
+    main, background = routers["hub-whoami-alice-x"], routers["hub-whoami-alice-x-background"]
+    # Everything the session's router matches, and only a script's reads on top.
+    assert background["rule"] == (
+        main["rule"] + " && (Method(`GET`) || Method(`HEAD`)) && "
+        "HeaderRegexp(`Sec-Fetch-Mode`, `^(cors|no-cors|same-origin|websocket)$`)"
+    )
+    assert background["priority"] == main["priority"] + 1
+    assert (background["service"], background["middlewares"]) == (
+        main["service"],
+        main["middlewares"],
+    )
+
+
 def test_base_routes_send_unrouted_requests_to_the_daemon():
     cfg = config()
     routers = render_base(cfg)["http"]["routers"]
