@@ -55,6 +55,17 @@ def hub_filter(hub: str, **extra: str) -> str:
     return json.dumps({"label": labels})
 
 
+def identity_from_labels(labels: dict[str, str]) -> dict[str, Any]:
+    """The session's app, slug, user and spawn time from the hub's labels (on a container or
+    a Swarm service alike)."""
+    return {
+        "app": labels.get(f"{LABEL}.app", ""),
+        "slug": labels.get(f"{LABEL}.slug", ""),
+        "user": labels.get(f"{LABEL}.user", ""),
+        "created": parse_iso(labels.get(f"{LABEL}.created", "")) or EPOCH,
+    }
+
+
 def session_from_engine(hub: str, data: dict[str, Any]) -> SessionInfo:
     """A session from a container's inspect answer or its entry in the engine's list."""
     labels = data.get("Config", {}).get("Labels") or data.get("Labels") or {}
@@ -70,10 +81,7 @@ def session_from_engine(hub: str, data: dict[str, Any]) -> SessionInfo:
     return SessionInfo(
         container_id=data["Id"],
         name=name.lstrip("/"),
-        app=app,
-        slug=labels.get(f"{LABEL}.slug", ""),
-        user=labels.get(f"{LABEL}.user", ""),
-        created=parse_iso(labels.get(f"{LABEL}.created", "")) or EPOCH,
+        **identity_from_labels(labels),
         state=status,
         exit_code=exit_code,
         address=address,

@@ -37,9 +37,8 @@ from .config_section import parse_size
 from .counters import Counters
 from .docker_client import DockerClient, DockerError
 from .host_mounts import MountError, session_mounts
-from .session_info import EPOCH, LABEL, SessionInfo
+from .session_info import LABEL, SessionInfo, identity_from_labels
 from .session_key import SessionKey
-from .times import parse_iso
 
 log = logging.getLogger("servicehub.swarm")
 # A task waiting for a node with room this long means the swarm is full: the user is told so.
@@ -232,10 +231,7 @@ def session_info(
     return SessionInfo(
         container_id=str(service.get("ID", "")),
         name=str((service.get("Spec") or {}).get("Name", "")),
-        app=labels.get(f"{LABEL}.app", ""),
-        slug=labels.get(f"{LABEL}.slug", ""),
-        user=labels.get(f"{LABEL}.user", ""),
-        created=parse_iso(labels.get(f"{LABEL}.created", "")) or EPOCH,
+        **identity_from_labels(labels),
         state=state,
         exit_code=exit_code,
         address=address,
