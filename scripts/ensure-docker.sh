@@ -3,8 +3,10 @@
 # Safe to run repeatedly: does nothing when `docker info` already works.
 set -euo pipefail
 
-LOG=/var/log/dockerd.log
-PIDFILE=/var/run/docker.pid
+# The paths are settable only so that tests can run this against a stub engine.
+LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
+PIDFILE=${DOCKERD_PIDFILE:-/var/run/docker.pid}
+CONTAINERD_PIDFILE=${CONTAINERD_PIDFILE:-/var/run/docker/containerd/containerd.pid}
 TIMEOUT=${DOCKER_START_TIMEOUT:-60}
 
 log() { echo "ensure-docker: $*" >&2; }
@@ -54,25 +56,30 @@ if ! command -v dockerd >/dev/null 2>&1; then
     fi
 fi
 
-# True if pid $2 is a live (non-zombie) process named $1. Where PID 1 does
-# not reap orphans, a killed daemon lingers as a zombie that `kill -0` and
-# dockerd's own checks still consider alive.
-alive() {
-    [ -n "$2" ] || return 1
-    case "$(ps -o stat= -p "$2" 2>/dev/null)" in
+# True if pid $1 is a live (non-zombie) process. Where PID 1 does not reap
+# orphans, a killed daemon lingers as a zombie that `kill -0` and dockerd's own
+# checks still consider alive.
+running() {
+    [ -n "$1" ] || return 1
+    case "$(ps -o stat= -p "$1" 2>/dev/null)" in
         "" | Z*) return 1 ;;
     esac
-    [ "$(ps -o comm= -p "$2")" = "$1" ]
 }
 
-# Run "$@" with every descriptor above 2 closed.
-close_inherited_fds() {
+# True if pid $2 is a live process named $1 (a pid file's pid may have been reused).
+alive() {
+    running "$2" && [ "$(ps -o comm= -p "$2")" = "$1" ]
+}
+
+# Replace this (sub)shell with "$@", every descriptor above 2 closed. `exec`, so that
+# the background job's pid is the daemon's own, which the startup poll below watches.
+exec_without_inherited_fds() {
     local fd
     for fd in /proc/self/fd/*; do
         fd=${fd##*/}
         [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
     done
-    "$@"
+    exec "$@"
 }
 
 # Drop pid file $2 unless a live $1 owns it. A SIGKILLed dockerd leaves
@@ -93,7 +100,7 @@ started_pid=
 if ! clear_stale_pidfile dockerd "$PIDFILE"; then
     log "dockerd (pid $(cat "$PIDFILE")) is alive but not answering yet; waiting"
 else
-    clear_stale_pidfile containerd /var/run/docker/containerd/containerd.pid || true
+    clear_stale_pidfile containerd "$CONTAINERD_PIDFILE" || true
     # Containers (and many CI sandboxes) have no systemd as PID 1, so
     # systemctl cannot work there; fall back to a detached dockerd.
     if [ "$(ps -p 1 -o comm=)" = "systemd" ]; then
@@ -103,7 +110,7 @@ else
         log "starting dockerd in the background (log: $LOG)"
         # Only stdin/out/err: an inherited descriptor (a caller's `flock` on a lock file,
         # say) would otherwise be held for as long as the engine runs.
-        close_inherited_fds nohup dockerd >"$LOG" 2>&1 </dev/null &
+        exec_without_inherited_fds dockerd >"$LOG" 2>&1 </dev/null &
         started_pid=$!
     fi
 fi
@@ -111,7 +118,8 @@ fi
 # Poll rather than sleep a fixed time: startup ranges from <1 s to tens of s.
 deadline=$((SECONDS + TIMEOUT))
 until docker info >/dev/null 2>&1; do
-    if [ -n "$started_pid" ] && ! alive dockerd "$started_pid"; then
+    # By pid only: until the job's `exec` has run, its name is still this script's.
+    if [ -n "$started_pid" ] && ! running "$started_pid"; then
         log "dockerd exited during startup"
         tail -n 30 "$LOG" >&2
         exit 1
