@@ -215,7 +215,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
     rows = _run_async(_reap(config, args.dry_run))
     if args.json:
         _dump([r.to_json() for r in rows])
-    else:
+    elif not args.quiet:
         table = [
             {
                 "user": r.user,
@@ -346,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
     json_flag(p, "a list with one object per session and its decision")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no table (the timer's way: the log has the summary and every changed decision)",
+    )
     p.set_defaults(func=cmd_reap)
     p = command("check-config", "validate the config file and exit")
     json_flag(p, "one object, ok true or false (then with the key and the error)")

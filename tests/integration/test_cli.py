@@ -71,3 +71,14 @@ def test_the_daemon_refuses_to_start_on_bad_config_naming_the_key(tmp_path):
     )
     assert out.returncode == 2
     assert "listen.host" in out.stderr and "loopback" in out.stderr
+
+
+def test_reap_prints_its_table_and_quiet_prints_none(hub):
+    """The timer runs ``reap --quiet``: a table of every session, once a minute, would put a
+    line per session in the journal beside the decisions that changed."""
+    hub.open("alice@example.org", "/whoami", app="whoami")
+    table = hub.cli("reap")
+    assert table.returncode == 0 and "alice@example.org" in table.stdout
+    quiet = hub.cli("reap", "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    assert "reaper run: 1 session(s), 0 reaped" in quiet.stderr
