@@ -42,7 +42,8 @@ class Why(enum.StrEnum):
     ACTIVE = "active"
 
 
-@dataclass(frozen=True)
+# Not frozen, though never changed: built thousands of times a reaper run (docs/benchmarks.md).
+@dataclass(slots=True)
 class Instant:
     """One reading of the host's clocks."""
 
@@ -85,7 +86,8 @@ def sample_time(read: float, before: Instant, after: Instant) -> float:
     return min(after.mono, max(before.mono, after.mono - (after.wall - read)))
 
 
-@dataclass(frozen=True)
+# Not frozen, though never changed: built thousands of times a reaper run (docs/benchmarks.md).
+@dataclass(slots=True)
 class Activity:
     time: float  # unix time (the reaper also uses it for a monotonic time, where it says so)
     source: str  # access-log, network, cpu, endpoint, journal, spawn
@@ -205,7 +207,8 @@ def _kb(count: float) -> str:
     return f"{count / 1000:.1f} kB"
 
 
-@dataclass(frozen=True)
+# Not frozen, though never changed: built thousands of times a reaper run (docs/benchmarks.md).
+@dataclass(slots=True)
 class Decision:
     action: Verdict  # KEEP or REAP from ``decide``; the reaper may turn it to SKIP or ERROR
     kind: Why

@@ -19,6 +19,7 @@ a reaper run.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -31,7 +32,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CHUNK = 65536
 
 
-@dataclass(frozen=True)
+# Not frozen, though never changed: built thousands of times a reaper run (docs/benchmarks.md).
+@dataclass(slots=True)
 class Counters:
     """One sample of a container's cumulative counters.
 
@@ -99,9 +101,11 @@ def net_bytes(net_dev: str) -> int:
 
 def cpu_file(cgroup: str, root: Path) -> tuple[str, int] | None:
     """The file with the cgroup's CPU time and its unit in nanoseconds, from a
-    ``/proc/<pid>/cgroup`` text."""
+    ``/proc/<pid>/cgroup`` text. Whether the file is there shows when it is read."""
     v2 = None
     for line in cgroup.splitlines():
+        if not line.startswith("0::") and "cpuacct" not in line:
+            continue  # cgroup v1 lists a dozen controllers: only these two lines matter
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
@@ -109,13 +113,27 @@ def cpu_file(cgroup: str, root: Path) -> tuple[str, int] | None:
         if controllers == "":
             v2 = path
         elif "cpuacct" in controllers.split(","):
-            for mount in (controllers, "cpuacct", "cpu,cpuacct"):
-                candidate = f"{root}/{mount}/{path}/cpuacct.usage"
-                if os.path.exists(candidate):
-                    return candidate, 1
-    if v2 is not None and os.path.exists(f"{root}/cgroup.controllers"):
+            mount = _cpuacct_mount(controllers, str(root))
+            return (f"{root}/{mount}/{path}/cpuacct.usage", 1) if mount else None
+    if v2 is not None and _unified(str(root)):
         return f"{root}/{v2}/cpu.stat", 1000
     return None
+
+
+# The host's cgroup mounts, looked up once per process rather than once per container.
+@functools.cache
+def _cpuacct_mount(controllers: str, root: str) -> str | None:
+    """The directory under ``root`` where cgroup v1's cpuacct controller is mounted."""
+    for mount in (controllers, "cpuacct", "cpu,cpuacct"):
+        if os.path.isdir(f"{root}/{mount}"):
+            return mount
+    return None
+
+
+@functools.cache
+def _unified(root: str) -> bool:
+    """True if ``root`` is a cgroup v2 (unified) hierarchy."""
+    return os.path.exists(f"{root}/cgroup.controllers")
 
 
 def cpu_ns(file: str, unit: int) -> int:

@@ -20,7 +20,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -152,9 +151,7 @@ class Reaper:
             last_run=now.wall,
             boot=now.boot,
             last_run_mono=now.mono,
-            sessions={
-                r.info.key.state_key: replace(r.record, logged=Row.said_of(r)) for r in results
-            },
+            sessions={r.info.key.state_key: r.record for r in results},
         )
         try:
             save_state(self.state_file, new_state)

@@ -21,7 +21,8 @@ import os
 import pwd
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TypeVar
 
 import aiohttp
@@ -31,10 +32,11 @@ from .activity import Activity, Instant, parse_report, sample_time
 from .backend import Backend
 from .config import AppConfig, Config
 from .counters import Counters
-from .journal import DaemonSource, JournalEvent
+from .journal import ACTIVITY_EVENTS, DaemonSource, JournalEvent
 from .probes import Http
 from .reaper_state import ReaperState
 from .session_info import SessionInfo
+from .session_key import SessionKey
 
 log = logging.getLogger("servicehub.reaper")
 PARALLEL = 32  # Docker API calls in flight at once
@@ -63,6 +65,22 @@ class Collected:
     after_asking: dict[str, Counters | None]  # counters after the reaper's endpoint request
     log_seconds: float  # for the run's summary line
     docker_seconds: float
+
+    @cached_property
+    def journaled(self) -> dict[SessionKey, float]:
+        """Each session's latest spawned/ready event, counting only the entries journald
+        attributes to the daemon (its unit and uid): anyone can write the SERVICEHUB_* fields,
+        nobody those two. Indexed once per run, not searched once per session."""
+        latest: dict[SessionKey, float] = {}
+        if self.source is None:
+            return latest
+        writer = (self.source.unit, self.source.uid)
+        for e in self.events:
+            if e.event in ACTIVITY_EVENTS and (e.unit, e.uid) == writer:
+                key = SessionKey(e.app, e.slug)
+                if e.time > latest.get(key, float("-inf")):
+                    latest[key] = e.time
+        return latest
 
 
 class Collector:
@@ -151,7 +169,9 @@ class Collector:
         after = self.now()
         if found is None:
             return None
-        return replace(found, read=sample_time(found.read, before, after))
+        return Counters(
+            sample_time(found.read, before, after), found.net_bytes, found.cpu_ns, found.pid
+        )
 
     async def _reports(
         self, running: list[SessionInfo], now: Instant

@@ -16,6 +16,7 @@ from .activity import (
     Decision,
     Instant,
     Timeline,
+    Verdict,
     Why,
     background_note,
     decide,
@@ -26,14 +27,14 @@ from .activity import (
 )
 from .config import Config
 from .counters import Counters
-from .journal import ACTIVITY_EVENTS, DaemonSource, JournalEvent
 from .reaper_collect import Collected
 from .reaper_state import ReaperState, SessionRecord
 from .session_info import SessionInfo
-from .session_key import PROVIDER, SessionKey
+from .session_key import PROVIDER
 
 
-@dataclass(frozen=True)
+# Not frozen, though never changed: built thousands of times a reaper run (docs/benchmarks.md).
+@dataclass(slots=True)
 class Judged:
     """One session's result of a run. ``decision`` is on today's wall clock (for people); None
     for a session the reaper leaves alone (``skipped`` says why, ``age`` is its age)."""
@@ -68,7 +69,7 @@ def judge(
         return Judged(
             info,
             None,
-            SessionRecord(info.container_id, None, None, None, spawn),
+            SessionRecord(info.container_id, None, None, None, spawn, logged=said(None)),
             skipped="app not in the config: left alone",
             age=max(0.0, now.mono - spawn),
         )
@@ -82,7 +83,7 @@ def judge(
             _logged(collected.requests, config.hub, info), timeline, state.position is not None
         ),
         _placed(
-            _journaled(collected.events, info, collected.source),
+            _journaled(collected, info),
             timeline,
             state.journal_cursor is not None,
         ),
@@ -106,9 +107,18 @@ def judge(
         spawn_mono=spawn,
         report=report.time if report else (record.report if record else None),
         rates=remember_rate(rates, usage, app.background_windows),
+        logged=said(decision),
     )
     shown = replace(decision, last=_on_wall_clock(decision.last, timeline))
     return Judged(info, shown, new_record)
+
+
+def said(decision: Decision | None) -> str:
+    """What the row of this decision says in short (``Row.said``), remembered in the record:
+    the next run logs a keep or skip only when it says something else."""
+    if decision is None:
+        return f"{Verdict.SKIP}:-"
+    return f"{decision.action}:{decision.last.source}"
 
 
 def _baseline(
@@ -131,21 +141,9 @@ def _logged(seen: dict[str, float], hub: str, info: SessionInfo) -> Activity | N
     return Activity(when, "access-log") if when is not None else None
 
 
-def _journaled(
-    events: list[JournalEvent], info: SessionInfo, source: DaemonSource | None
-) -> Activity | None:
-    """The session's latest spawned/ready event, counted only if journald attributes it to the
-    daemon (its unit and uid): anyone can write the SERVICEHUB_* fields, nobody those two."""
-    if source is None:
-        return None
-    times = [
-        e.time
-        for e in events
-        if e.event in ACTIVITY_EVENTS
-        and SessionKey(e.app, e.slug) == info.key
-        and (e.unit, e.uid) == (source.unit, source.uid)
-    ]
-    return Activity(max(times), "journal") if times else None
+def _journaled(collected: Collected, info: SessionInfo) -> Activity | None:
+    when = collected.journaled.get(info.key)
+    return Activity(when, "journal") if when is not None else None
 
 
 def window(state: ReaperState, now: Instant) -> float | None:

@@ -77,13 +77,6 @@ class Row:
         """What a logged row says in short: the decision and the signal it rests on."""
         return f"{self.decision}:{self.source}"
 
-    @staticmethod
-    def said_of(judged: Judged) -> str:
-        """``Row.of(judged).said``, without building the row (once per session and run)."""
-        if judged.decision is None:
-            return f"{Verdict.SKIP}:-"
-        return f"{judged.decision.action}:{judged.decision.last.source}"
-
     def shown(self, dry_run: bool) -> str:
         """The decision as the table says it: with --dry-run, reap means "would reap"."""
         return "would reap" if dry_run and self.decision is Verdict.REAP else str(self.decision)

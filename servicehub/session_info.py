@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from .session_key import SessionKey, app_network
@@ -19,7 +20,8 @@ LABEL = "servicehub"
 EPOCH = datetime.fromtimestamp(0, UTC)  # a container without a readable created label
 
 
-@dataclass(frozen=True)
+# Not frozen, though never changed: built thousands of times a reaper run (docs/benchmarks.md).
+@dataclass
 class SessionInfo:
     container_id: str
     name: str
@@ -44,7 +46,7 @@ class SessionInfo:
             return None
         return f"http://{self.address}:{self.port or app_port}"
 
-    @property
+    @cached_property  # asked several times per session and reaper run
     def key(self) -> SessionKey:
         return SessionKey(self.app, self.slug)
 
