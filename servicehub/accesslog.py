@@ -41,9 +41,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
+from io import BufferedReader
 from pathlib import Path
-from typing import BinaryIO
 
 from .times import parse_iso
 
@@ -101,7 +100,7 @@ class _File:
 
     path: Path
     generation: int  # 0 live, N for access.json.N and access.json.N.gz
-    fh: BinaryIO
+    fh: BufferedReader
     compressed: bool
     inode: int
     size: int  # on disk
@@ -139,8 +138,7 @@ class _File:
     def read_from(self, offset: int, last: dict[bytes, bytes]) -> int:
         """Fold complete lines from ``offset`` into ``last``; the new offset."""
         if not self.compressed:
-            self.fh.seek(offset)
-            return _scan(iter(partial(self.fh.read, CHUNK), b""), offset, last)
+            return _scan_file(self.fh, offset, last)
         isize = self.uncompressed_size()
         if isize is not None and isize == offset % (1 << 32):
             return offset  # read to its end before
@@ -246,23 +244,51 @@ def _scan(blocks: Iterable[bytes], offset: int, last: dict[bytes, bytes]) -> int
     for block in blocks:
         data = carry + block
         end = data.rfind(b"\n") + 1  # only complete lines; the rest waits for next time
-        # One C-speed pass for router names; the time only of each router's last line.
-        ends = {m.group(1): m.end() for m in _ROUTER_RE.finditer(data, 0, end)}
-        for router, pos in ends.items():
-            eol = data.find(b"\n", pos)
-            start = _START_RE.search(data, pos, eol)
-            if start is not None:
-                bol = data.rfind(b"\n", 0, pos) + 1
-                duration = _DURATION_RE.search(data, bol, pos)
-                ns = duration.group(1) if duration is not None else b""
-                last[router] = start.group(1) + b"|" + ns
-                continue
-            found = _TIME_RE.search(data, pos, eol)
-            if found is not None:
-                last[router] = found.group(1)
+        _fold_lines(data, end, last)
         offset += end
         carry = data[end:]
     return offset
+
+
+def _scan_file(fh: BufferedReader, offset: int, last: dict[bytes, bytes]) -> int:
+    """``_scan`` of a plain file from ``offset``, read into one reused buffer: a new block and
+    a joined copy per read cost as much as the search itself (fresh memory is slow to touch)."""
+    fh.seek(offset)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    have = 0  # bytes of an incomplete line at the buffer's start
+    while True:
+        if have == len(buf):  # one line longer than the buffer: make room
+            view.release()
+            buf.extend(bytes(len(buf)))
+            view = memoryview(buf)
+        read = fh.readinto(view[have:])
+        if not read:
+            return offset
+        total = have + read
+        end = buf.rfind(b"\n", 0, total) + 1  # only complete lines; the rest waits
+        _fold_lines(buf, end, last)
+        offset += end
+        have = total - end
+        buf[:have] = buf[end:total]
+
+
+def _fold_lines(data: bytes | bytearray, end: int, last: dict[bytes, bytes]) -> None:
+    """Fold the lines in ``data[:end]`` into ``last`` (router -> raw time)."""
+    # One C-speed pass for router names; the time only of each router's last line.
+    ends = {m.group(1): m.end() for m in _ROUTER_RE.finditer(data, 0, end)}
+    for router, pos in ends.items():
+        eol = data.find(b"\n", pos)
+        start = _START_RE.search(data, pos, eol)
+        if start is not None:
+            bol = data.rfind(b"\n", 0, pos) + 1
+            duration = _DURATION_RE.search(data, bol, pos)
+            ns = duration.group(1) if duration is not None else b""
+            last[router] = start.group(1) + b"|" + ns
+            continue
+        found = _TIME_RE.search(data, pos, eol)
+        if found is not None:
+            last[router] = found.group(1)
 
 
 def _fold(seen: dict[str, float], last: dict[bytes, bytes]) -> None:

@@ -1,6 +1,7 @@
 import json
 import os
 
+from servicehub import accesslog
 from servicehub.accesslog import LogPosition, read_new_requests
 
 
@@ -111,3 +112,26 @@ def test_exact_time_from_start_and_duration(tmp_path):
     log.write_text(json.dumps(fields, separators=(",", ":"), sort_keys=True) + "\n")
     seen, _ = read_new_requests(log, None)
     assert seen["a@file"] == ts("2026-11-26T12:00:01.123456Z") + 1.5
+
+
+def test_a_cut_off_router_name_names_no_router(tmp_path):
+    """A line broken inside the router's name (a crash mid-write) gives no router, and the
+    name search does not run on into the next line's quotes."""
+    log = tmp_path / "access.json"
+    log.write_text('{"Duration":1,"RouterName":"cut\n' + line("a@file", T1))
+    seen, _ = read_new_requests(log, None)
+    assert seen == {"a@file": ts(T1)}
+
+
+def test_lines_longer_than_the_read_buffer_are_read_whole(tmp_path, monkeypatch):
+    """The reader reuses one buffer of CHUNK bytes; a line that does not fit makes it grow."""
+    monkeypatch.setattr(accesslog, "CHUNK", 64)
+    log = tmp_path / "access.json"
+    log.write_text(
+        line("a@file", T1) + line("b@file", T2, user="x" * 300) + line("c@file", T3)[:50]
+    )
+    seen, pos = read_new_requests(log, None)
+    assert seen == {"a@file": ts(T1), "b@file": ts(T2)}
+    with log.open("a") as fh:
+        fh.write(line("c@file", T3)[50:])
+    assert read_new_requests(log, pos)[0] == {"c@file": ts(T3)}
