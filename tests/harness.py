@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -43,10 +44,25 @@ GROUPS_HEADER: str = role_defaults("servicehub")["servicehub_groups_header"]
 TRAEFIK_TEMPLATE = ROLES / "traefik" / "templates" / "etc" / "traefik" / "traefik.yml.j2"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel
+    picked (bind to 0) could be taken as the local port of any outgoing connection before the
+    daemon or Traefik binds it, which failed a test run once ("address already in use")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def traefik_binary() -> str:

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from servicehub import cli
+from tests.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_SOCKET = "no such socket (is docker.service running?)"
@@ -45,12 +46,6 @@ def servicehub(*args: str, env: dict[str, str] | None = None, prefix: tuple[str,
         check=False,
         timeout=60,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp_path: Path, docker_socket: Path, name: str = "servicehub.yml") -> Path:
