@@ -9,6 +9,7 @@ documented in docs/daemon.md ("Operating") and kept stable.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -211,6 +212,9 @@ async def _reap(config: Config, dry_run: bool) -> list[Row]:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
+    # A run lasts a second and frees nothing worth a pass: the collector's passes over the
+    # thousands of objects it keeps per run cost about 5% of the run at 2,000 sessions.
+    gc.disable()
     config = _config(args)
     rows = _run_async(_reap(config, args.dry_run))
     if args.json:

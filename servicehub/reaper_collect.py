@@ -156,8 +156,11 @@ class Collector:
         for info in running:
             pid = previous.get(info.container_id, 0)
             if pid:
-                sample = await _guarded(info, lambda i: self._sample(i, pid))  # noqa: B023 (awaited at once)
-                samples[info.container_id] = sample
+                try:  # as _guarded does, without two more coroutines per session
+                    samples[info.container_id] = await self._sample(info, pid)
+                except Exception as exc:
+                    log.warning("collecting from %s failed: %s", info.name, exc)
+                    samples[info.container_id] = None
         rest = [i for i in running if samples.get(i.container_id) is None]
         samples.update(await _each(rest, lambda info: self._sample(info, 0)))
         return samples

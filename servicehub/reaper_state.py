@@ -60,7 +60,7 @@ class SessionRecord:
             "spawn_mono": self.spawn_mono,
             "report": self.report,
             "logged": self.logged,
-            "rates": [round(r, 1) for r in self.rates],
+            "rates": [round(r, 1) for r in self.rates] if self.rates else [],
         }
 
     @classmethod

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 from .session_key import SessionKey, app_network
@@ -46,7 +45,7 @@ class SessionInfo:
             return None
         return f"http://{self.address}:{self.port or app_port}"
 
-    @cached_property  # asked several times per session and reaper run
+    @property
     def key(self) -> SessionKey:
         return SessionKey(self.app, self.slug)
 
