@@ -212,11 +212,14 @@ async def _reap(config: Config, dry_run: bool) -> list[Row]:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
+    config = _config(args)
     # A run lasts a second and frees nothing worth a pass: the collector's passes over the
     # thousands of objects it keeps per run cost about 5% of the run at 2,000 sessions.
     gc.disable()
-    config = _config(args)
-    rows = _run_async(_reap(config, args.dry_run))
+    try:
+        rows = _run_async(_reap(config, args.dry_run))
+    finally:
+        gc.enable()
     if args.json:
         _dump([r.to_json() for r in rows])
     elif not args.quiet:
