@@ -1,7 +1,8 @@
 """The hub's variables as this scenario sets them, read from where they are defined: the roles'
 defaults and internal values, then the group_vars molecule.yml links into the inventory
-(servicehub-configure's files, written by the dependency step, and the test world's). The
-checks take ports, paths and names from here, never from a literal."""
+(servicehub-configure's files, written by the dependency step, and the test world's), then the
+host_vars of its one host. The checks take ports, paths and names from here, never from a
+literal."""
 
 from pathlib import Path
 
@@ -18,15 +19,22 @@ def _load(path: Path) -> dict:
     return yaml.safe_load(text) or {}
 
 
+def _var_files(directory: Path, name: str) -> list[Path]:
+    """An inventory's vars for a group or host: NAME.yml, then NAME/*.yml (Ansible's order)."""
+    return [p for p in [directory / f"{name}.yml"] if p.is_file()] + sorted(
+        (directory / name).glob("*.yml")
+    )
+
+
 def scenario_variables() -> dict:
     roles = ("traefik", "servicehub", "apache_oidc")
     files = [ROLES / role / "defaults" / "main.yml" for role in roles]
     files += [ROLES / role / "vars" / "main.yml" for role in roles]
-    links = _load(SCENARIO / "molecule.yml")["provisioner"]["inventory"]["links"]
-    group_vars = SCENARIO / links["group_vars"]
-    for group in ("all", "hub"):
-        files += [p for p in [group_vars / f"{group}.yml"] if p.is_file()]
-        files += sorted((group_vars / group).glob("*.yml"))
+    molecule = _load(SCENARIO / "molecule.yml")
+    links = molecule["provisioner"]["inventory"]["links"]
+    group_vars, host_vars = SCENARIO / links["group_vars"], SCENARIO / links["host_vars"]
+    files += _var_files(group_vars, "all") + _var_files(group_vars, "hub")
+    files += _var_files(host_vars, molecule["platforms"][0]["name"])
     variables: dict = {}
     for path in files:
         variables.update(_load(path))
