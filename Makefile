@@ -82,7 +82,7 @@ demo-down: venv
 	-docker volume rm servicehub-demo-docker >/dev/null 2>&1
 
 # The full-stack scenario: site.yml on a systemd container, with the provider and Pebble; its
-# verify step ends with the attack suite (docs/attacks.md).
+# verify step starts with the attack suite (docs/attacks.md).
 # The inner engine's volume is removed first so every run starts from a bare host.
 molecule: venv oidc-provider
 	-docker volume rm servicehub-molecule-docker >/dev/null 2>&1

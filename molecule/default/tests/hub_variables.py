@@ -42,3 +42,16 @@ def scenario_variables() -> dict:
 
 
 VARIABLES = scenario_variables()
+
+
+def header_values(echoed: dict, name: str) -> list[str]:
+    """The values of header ``name`` (any case) as the example app's /whoami echoed them. Its
+    ``header_user`` reads X-Servicehub-User, the default name; this scenario names the
+    identity headers otherwise (host_vars/), as the roles' variables allow."""
+    return [value for key, value in echoed["headers"] if key.lower() == name.lower()]
+
+
+def seen_user(echoed: dict) -> str | None:
+    """The user the hub's identity header gave the app, or None if it gave none."""
+    values = header_values(echoed, VARIABLES["servicehub_user_header"])
+    return values[-1] if values else None

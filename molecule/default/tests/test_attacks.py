@@ -1,8 +1,8 @@
 """The attack suite: every test tries to break one of the hub's invariants and must fail to.
 
-It runs in the verify step of molecule/default, after the scenario's other checks, against the
-whole hub converged by site.yml: Apache with mod_auth_openidc in front of the real OpenID
-Connect provider, Traefik, the daemon, Docker and the nftables firewall. Each test names the
+It runs first in the verify step of molecule/default (pytest takes the files in name order),
+against the whole hub converged by site.yml: Apache with mod_auth_openidc in front of the real
+OpenID Connect provider, Traefik, the daemon, Docker and the nftables firewall. Each test names the
 attack; its assertions are what the defence guarantees. docs/attacks.md lists them with the
 defence each one meets.
 
