@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: venv lint unit integration cluster-test test-fast test prerequisites images oidc-provider molecule molecule-security security molecule-debian13 demo demo-down \
+.PHONY: venv lint unit integration cluster-test test-fast test prerequisites images oidc-provider molecule security molecule-debian13 demo demo-down \
 	run-local bench clean configure
 
 venv: $(VENV)/.installed
@@ -81,27 +81,22 @@ demo-down: venv
 	$(MOLECULE) destroy -s demo
 	-docker volume rm servicehub-demo-docker >/dev/null 2>&1
 
-# The full-stack scenario: site.yml on a systemd container, with the provider and Pebble.
+# The full-stack scenario: site.yml on a systemd container, with the provider and Pebble; its
+# verify step starts with the attack suite (docs/attacks.md).
 # The inner engine's volume is removed first so every run starts from a bare host.
 molecule: venv oidc-provider
 	-docker volume rm servicehub-molecule-docker >/dev/null 2>&1
 	$(MOLECULE) test
 
-# The attack suite's scenario (molecule/security): the same hub, attacked (docs/attacks.md).
-molecule-security: venv oidc-provider
-	-docker volume rm servicehub-molecule-security-docker >/dev/null 2>&1
-	$(MOLECULE) test -s security
-
 # The whole attack suite alone: container attacks on the real daemon, then the full-stack scenario.
 security: prerequisites venv oidc-provider
 	$(PYTEST) -q tests/integration/test_attacks_container.py
-	$(MAKE) molecule-security
+	$(MAKE) molecule
 
 test: prerequisites venv oidc-provider lint
 	$(PYTEST) -q -m "not cluster" tests
 	$(MAKE) cluster-test
 	$(MAKE) molecule
-	$(MAKE) molecule-security
 
 run-local: venv
 	$(PY) -m tests.harness

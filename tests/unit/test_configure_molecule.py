@@ -2,7 +2,7 @@
 
 Without running Molecule: the dependency step's exact command (read from molecule.yml) writes
 the files, and they plus the committed test-world file give the hub every variable, with every
-value, that the shared test group_vars (still used by the security and demo scenarios) give it.
+value, that the shared test group_vars (whose common part the demo scenario uses) give it.
 """
 
 from __future__ import annotations

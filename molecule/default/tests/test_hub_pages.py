@@ -16,7 +16,7 @@ import shlex
 import time
 
 import pytest
-from hub_variables import VARIABLES
+from hub_variables import VARIABLES, seen_user
 
 APPS = VARIABLES["servicehub_apps"]
 ADMIN_GROUP = VARIABLES["servicehub_admin_group"]
@@ -131,11 +131,11 @@ def carol(host, pebble_root):
     return person
 
 
-def seen_as(person: Person) -> str:
+def seen_as(person: Person) -> str | None:
     """Who the example app at / says the person is."""
     answer = person.do("get", "/whoami")
     assert answer["status"] == 200, answer["trail"]
-    return json.loads(answer["body"])["header_user"]
+    return seen_user(json.loads(answer["body"]))
 
 
 def ensure_stopped(person: Person, app: str) -> None:

@@ -1,9 +1,10 @@
 """The attack suite: every test tries to break one of the hub's invariants and must fail to.
 
-It runs against the whole hub converged by site.yml (molecule/security): Apache with
-mod_auth_openidc in front of the real OpenID Connect provider, Traefik, the daemon, Docker and
-the nftables firewall. Each test names the attack; its assertions are what the defence
-guarantees. docs/attacks.md lists them with the defence each one meets.
+It runs first in the verify step of molecule/default (pytest takes the files in name order),
+against the whole hub converged by site.yml: Apache with mod_auth_openidc in front of the real
+OpenID Connect provider, Traefik, the daemon, Docker and the nftables firewall. Each test names the
+attack; its assertions are what the defence guarantees. docs/attacks.md lists them with the
+defence each one meets.
 
 Most attacks go through Apache as a logged-in user (alice) with a forged identity of somebody
 who does not exist (FORGED): had any forgery worked, Traefik's access log, which records the
@@ -29,34 +30,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-import yaml
+from hub_variables import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[3]
-SCENARIO = Path(__file__).resolve().parents[1]
-
-
-def var_files(directory: Path, name: str) -> list[Path]:
-    """An inventory's vars for a group or host: NAME.yml, then NAME/*.yml (Ansible's order)."""
-    return [p for p in [directory / f"{name}.yml"] if p.is_file()] + sorted(
-        (directory / name).glob("*.yml")
-    )
-
-
-def scenario_variables() -> dict:
-    """The hub's variables as this scenario sets them: the traefik and servicehub roles'
-    defaults, then the group_vars and host_vars that molecule.yml links into the inventory."""
-    molecule = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
-    links = molecule["provisioner"]["inventory"]["links"]
-    files = [ROOT / "roles" / role / "defaults" / "main.yml" for role in ("traefik", "servicehub")]
-    if "group_vars" in links:
-        group_vars = SCENARIO / links["group_vars"]
-        files += var_files(group_vars, "all") + var_files(group_vars, "hub")
-    if "host_vars" in links:
-        files += var_files(SCENARIO / links["host_vars"], molecule["platforms"][0]["name"])
-    variables: dict = {}
-    for path in files:
-        variables.update(yaml.safe_load(path.read_text()) or {})
-    return variables
 
 
 def go_header_name(name: str) -> str:
@@ -64,7 +40,6 @@ def go_header_name(name: str) -> str:
     return "-".join(word.capitalize() for word in name.split("-"))
 
 
-VARIABLES = scenario_variables()
 USER_HEADER = VARIABLES["servicehub_user_header"]
 GROUPS_HEADER = VARIABLES["servicehub_groups_header"]
 SECRET_HEADER = VARIABLES["servicehub_proxy_secret_header"]
