@@ -46,8 +46,8 @@ VARIABLES = scenario_variables()
 
 def header_values(echoed: dict, name: str) -> list[str]:
     """The values of header ``name`` (any case) as the example app's /whoami echoed them. Its
-    ``header_user`` reads X-Servicehub-User, the default name; this scenario names the
-    identity headers otherwise (host_vars/), as the roles' variables allow."""
+    ``header_user`` reads the role's default name only; this scenario names the identity
+    headers otherwise (host_vars/), as the roles' variables allow."""
     return [value for key, value in echoed["headers"] if key.lower() == name.lower()]
 
 
