@@ -156,10 +156,10 @@ class Collector:
         for info in running:
             pid = previous.get(info.container_id, 0)
             if pid:
-                try:  # as _guarded does, without two more coroutines per session
+                try:  # _guarded's handling, without two more coroutines per session
                     samples[info.container_id] = await self._sample(info, pid)
                 except Exception as exc:
-                    log.warning("collecting from %s failed: %s", info.name, exc)
+                    _failed(info, exc)
                     samples[info.container_id] = None
         rest = [i for i in running if samples.get(i.container_id) is None]
         samples.update(await _each(rest, lambda info: self._sample(info, 0)))
@@ -172,9 +172,8 @@ class Collector:
         after = self.now()
         if found is None:
             return None
-        return Counters(
-            sample_time(found.read, before, after), found.net_bytes, found.cpu_ns, found.pid
-        )
+        read = sample_time(found.read, before, after)
+        return Counters(read, found.net_bytes, found.cpu_ns, found.pid, found.memory_bytes)
 
     async def _reports(
         self, running: list[SessionInfo], now: Instant
@@ -284,5 +283,10 @@ async def _guarded(
     try:
         return await fetch(info)
     except Exception as exc:
-        log.warning("collecting from %s failed: %s", info.name, exc)
+        _failed(info, exc)
         return None
+
+
+def _failed(info: SessionInfo, exc: Exception) -> None:
+    """One container's failure is logged; it gives no signal."""
+    log.warning("collecting from %s failed: %s", info.name, exc)
