@@ -51,27 +51,44 @@ def wants_html(request: web.Request) -> bool:
 _PREFETCH_HEADERS = ("Sec-Purpose", "Purpose", "X-Moz")
 
 
+def is_write(request: web.Request) -> bool:
+    return request.method not in ("GET", "HEAD")
+
+
 def starts_session(request: web.Request) -> bool:
-    """Whether this request may create a container: only a person opening a page may.
+    """Whether this request may create a container: only a person's action may, which is
+    exactly what the reaper counts as activity (docs/reaper.md): opening a page, or a write.
 
     Browsers say what a request is for in its fetch metadata (sent to every https site):
     ``Sec-Fetch-Mode: navigate`` is a page load in a tab or frame; a favicon, a script, a
     fetch/XHR poll or a WebSocket has another mode. Without fetch metadata (scripts, old
     browsers) a GET that accepts HTML counts as opening a page, so ``curl -H 'Accept:
     text/html'`` starts a session as before; ``POST /_servicehub/api/start`` is the explicit
-    way. A tab left open on an app whose container was reaped therefore never brings it back
-    by polling: only a reload or a click does.
+    way. A write (``POST``, ``PUT``, ...) is a form sent or a click in a single-page app
+    (save, create, run), from the app's own pages; a beacon (``no-cors``) is not. A tab left
+    open on an app whose container was reaped therefore never brings it back by polling:
+    only a reload or a click does.
     """
-    if request.method not in ("GET", "HEAD"):
-        return False
     if any("prefetch" in request.headers.get(h, "").lower() for h in _PREFETCH_HEADERS):
         return False
     mode = request.headers.get("Sec-Fetch-Mode")
+    mode = None if mode is None else mode.strip().lower()
+    if is_write(request):
+        site = request.headers.get("Sec-Fetch-Site", "same-origin").strip().lower()
+        return mode in (None, "navigate", "cors", "same-origin") and site == "same-origin"
     if mode is not None:
-        return mode.strip().lower() == "navigate"
+        return mode == "navigate"
     if "Upgrade" in request.headers:
         return False
     return wants_html(request)
+
+
+async def settled(session: Session, timeout: float) -> None:
+    """Until ``session`` is ready, failed or stopped, or ``timeout`` seconds have passed."""
+    done = (State.READY, State.FAILED, State.STOPPED)
+    async with session.changed:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.changed.wait_for(lambda: session.state in done), timeout)
 
 
 def no_session(request: web.Request, app: AppConfig) -> web.Response:
@@ -255,6 +272,12 @@ class Handlers:
             return refusal(request, too_many(exc))
         if session is None:
             return no_session(request, app)
+        if is_write(request):
+            # A click's write waits for the app and is answered by it: the wait page cannot
+            # be shown to a script's request, and an error would lose what the person did.
+            await settled(session, app.start_timeout)
+            if session.state == State.READY:
+                return await self.handover.forward(request, session)
         if session.state == State.READY and not session.routed:
             return await self.handover.forward(request, session)  # Traefik still loads the route
         return session_response(request, app, session)

@@ -1,5 +1,6 @@
-"""Only a person opening a page starts a container: favicons, polls, WebSockets and prefetches
-for a session that does not exist get a 409 and never spawn (docs/daemon.md, "First request")."""
+"""Only a person's action starts a container (opening a page, or a click's write): favicons,
+polls, WebSockets, beacons and prefetches for a session that does not exist get a 409 and never
+spawn (docs/daemon.md, "What starts a session")."""
 
 from urllib.parse import quote
 
@@ -37,7 +38,11 @@ BACKGROUND = {
         "GET",
     ),
     "prefetch": ([*NAVIGATE, ("Sec-Purpose", "prefetch")], "GET"),
-    "form post": ([*NAVIGATE, ("Accept", "text/html")], "POST"),
+    "beacon": ([("Sec-Fetch-Mode", "no-cors"), ("Sec-Fetch-Site", "same-origin")], "POST"),
+    "another site's fetch post": (
+        [("Sec-Fetch-Mode", "cors"), ("Sec-Fetch-Site", "cross-site")],
+        "POST",
+    ),
     "script without Accept": ([], "GET"),
     "script asking for JSON": ([("Accept", "application/json")], "GET"),
 }
@@ -118,3 +123,18 @@ def test_a_stopped_session_is_not_brought_back_by_its_open_tab(hub):
     assert hub.containers(app="whoami") == []
     # The person comes back and reloads the page: that starts it again.
     assert hub.open("carol", "/whoami", app="whoami").json()["header_user"] == "carol"
+
+
+def test_a_clicks_write_starts_the_session_and_is_answered_by_the_app(hub):
+    """A single-page app's click (here: saving a file) on a tab whose session ended: the
+    write waits for the new container and reaches it, body and all, instead of an error."""
+    click = [
+        *hub.identity_headers("erin"),
+        ("Sec-Fetch-Mode", "cors"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ]
+    saved = raw_request(hub.web_port, "/data/note", click, "PUT", body=b"kept\n", timeout=90)
+    assert saved.status in (200, 201), (saved.status, saved.text)
+    assert "X-Servicehub-Session" not in saved.headers
+    assert len(hub.containers(user="erin")) == 1
+    assert hub.get("erin", "/data/note", html=False).text == "kept\n"

@@ -119,6 +119,34 @@ def test_requests_inside_the_window_keep_a_session_none_reap_it(rhub):
     assert state["access_log"]["offset"] == rhub.access_log.stat().st_size
 
 
+def test_a_pages_reads_and_beacons_never_count_its_clicks_writes_do(rhub):
+    """What starts a session is what keeps one (docs/daemon.md, "What starts a session")."""
+    rhub.open("frank", "/whoami", app="whoami")
+    logged(rhub, "frank")
+    page = [*rhub.identity_headers("frank"), ("Sec-Fetch-Site", "same-origin")]
+    poll = raw_request(rhub.web_port, "/whoami", [*page, ("Sec-Fetch-Mode", "cors")])
+    beacon = raw_request(
+        rhub.web_port, "/data/beacon", [*page, ("Sec-Fetch-Mode", "no-cors")], "PUT", b"x"
+    )
+    assert (poll.status, beacon.status) == (200, 201)
+    background = f'"RouterName":"{router(rhub, "frank").replace("@file", "-background@file")}"'
+    wait_for(lambda: rhub.access_log.read_text().count(background) >= 2, 10, "the background lines")
+    start = time.time()
+    idle = reap(rhub, at=start + HOUR)[("frank", "whoami")]
+    assert (idle.decision, idle.source) == ("reap", "access-log"), idle
+    assert idle.last_activity < start
+
+    rhub.open("frank", "/whoami", app="whoami")
+    lines = rhub.access_log.read_text().count(f'"RouterName":"{router(rhub, "frank")}"')
+    start = time.time()
+    save = [*page, ("Sec-Fetch-Mode", "cors")]
+    assert raw_request(rhub.web_port, "/data/note", save, "PUT", b"x").status == 201
+    logged(rhub, "frank", count=lines + 1)
+    kept = reap(rhub, at=start + HOUR - 60)[("frank", "whoami")]
+    assert (kept.decision, kept.source) == ("keep", "access-log"), kept
+    assert kept.last_activity >= start
+
+
 def test_the_volume_survives_and_the_respawned_container_sees_the_same_data(rhub):
     rhub.open("bob", "/whoami", app="whoami")
     (old,) = rhub.containers(user="bob")

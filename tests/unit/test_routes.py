@@ -57,10 +57,11 @@ def test_a_pages_background_requests_take_the_sessions_second_router():
     route = SessionRoute(app="whoami", slug="alice-x", user="alice", url="http://172.18.0.2:8000")
     routers = render_session(cfg, cfg.apps["whoami"], route)["http"]["routers"]
     main, background = routers["hub-whoami-alice-x"], routers["hub-whoami-alice-x-background"]
-    # Everything the session's router matches, and only a script's reads on top.
+    # Everything the session's router matches, and only a script's reads and beacons on top.
     assert background["rule"] == (
-        main["rule"] + " && (Method(`GET`) || Method(`HEAD`)) && "
-        "HeaderRegexp(`Sec-Fetch-Mode`, `^(cors|no-cors|same-origin|websocket)$`)"
+        main["rule"] + " && (((Method(`GET`) || Method(`HEAD`)) && "
+        "HeaderRegexp(`Sec-Fetch-Mode`, `^(cors|no-cors|same-origin|websocket)$`)) || "
+        "Header(`Sec-Fetch-Mode`, `no-cors`))"
     )
     assert background["priority"] == main["priority"] + 1
     assert (background["service"], background["middlewares"]) == (

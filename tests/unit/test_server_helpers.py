@@ -1,8 +1,9 @@
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from servicehub import pages
 from servicehub.config import parse_config
-from servicehub.server import match_app, safe_target
+from servicehub.server import match_app, safe_target, starts_session
 
 CONFIG = parse_config(
     {
@@ -52,3 +53,33 @@ def test_pages_escape_everything_from_requests():
     assert "alert(1)" in html  # present, but inert
     html = pages.error_page("app", nasty, nasty, "/r")
     assert "<script>alert" not in html
+
+
+NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "none", "Accept": "text/html"}
+FETCH = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "starts"),
+    [
+        ("GET", NAVIGATE, True),  # typing the URL, a link, a reload
+        ("GET", {**NAVIGATE, "Sec-Fetch-Site": "cross-site"}, True),  # a link from elsewhere
+        ("GET", {**NAVIGATE, "Sec-Purpose": "prefetch"}, False),
+        ("GET", FETCH, False),  # a page's poll
+        ("GET", {"Sec-Fetch-Mode": "no-cors"}, False),  # a favicon
+        ("GET", {"Sec-Fetch-Mode": "websocket", "Upgrade": "websocket"}, False),
+        ("GET", {"Accept": "text/html"}, True),  # a script that asks for a page
+        ("GET", {"Accept": "application/json"}, False),
+        ("POST", FETCH, True),  # a click in a single-page app: create, save, run
+        ("PUT", {**FETCH, "Sec-Fetch-Mode": "same-origin"}, True),
+        ("POST", {**NAVIGATE, "Sec-Fetch-Site": "same-origin"}, True),  # a form sent
+        ("DELETE", {}, True),  # a script
+        ("POST", {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "same-origin"}, False),  # beacon
+        ("POST", {**FETCH, "Sec-Fetch-Site": "cross-site"}, False),  # another site's page
+        ("POST", {**FETCH, "Sec-Fetch-Site": "same-site"}, False),  # another app of the hub's
+        ("POST", {**FETCH, "Sec-Purpose": "prefetch"}, False),
+    ],
+)
+def test_what_starts_a_session_is_what_a_person_does(method, headers, starts):
+    request = make_mocked_request(method, "/nb/api/contents", headers=headers)
+    assert starts_session(request) is starts
