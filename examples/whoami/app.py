@@ -319,7 +319,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send(HTTPStatus.OK, "ok\n")
 
     def websocket(self):
-        """An echo websocket (RFC 6455, standard library only): every message comes back."""
+        """An echo websocket (RFC 6455, standard library only): every message comes back.
+        With ``?ping=SECONDS`` the app also pings the client that often, as many app servers
+        do to keep a connection open: traffic with nobody there."""
         key = self.headers.get("Sec-WebSocket-Key", "")
         digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()  # RFC 6455
         accept = base64.b64encode(digest).decode()
@@ -331,6 +333,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         self.connection.settimeout(None)  # an idle websocket stays open
+        sending = threading.Lock()  # the pinger and the echo write frames to one socket
+        closed = threading.Event()
+
+        def send(opcode, data):
+            with sending:
+                ws_send(self.wfile, opcode, data)
+
+        every = ping_interval(self.path)
+        if every:
+            threading.Thread(target=pinger, args=(send, closed, every), daemon=True).start()
+        try:
+            self.echo(send)
+        finally:
+            closed.set()
+
+    def echo(self, send):
         message, kind = b"", 0
         while True:
             frame = ws_recv(self.rfile)
@@ -338,10 +356,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
             opcode, fin, data = frame
             if opcode == 0x8:  # close: answer and end
-                ws_send(self.wfile, 0x8, data[:2])
+                send(0x8, data[:2])
                 return
             if opcode == 0x9:  # ping
-                ws_send(self.wfile, 0xA, data)
+                send(0xA, data)
                 continue
             if opcode == 0xA:  # pong
                 continue
@@ -351,8 +369,30 @@ class Handler(BaseHTTPRequestHandler):
                 message += data
             if fin and kind:
                 touch()
-                ws_send(self.wfile, kind, message)
+                send(kind, message)
                 message, kind = b"", 0
+
+
+def ping_interval(path):
+    """The ``ping`` query parameter in seconds (0.5 to 3600), or None."""
+    query = path.partition("?")[2]
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "ping":
+            try:
+                seconds = float(value)
+            except ValueError:
+                return None
+            return seconds if 0.5 <= seconds <= 3600 else None
+    return None
+
+
+def pinger(send, closed, every):
+    while not closed.wait(every):
+        try:
+            send(0x9, b"ping")
+        except OSError:  # the client went
+            return
 
 
 def on_signal(signum, _frame):
