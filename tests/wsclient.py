@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import socket
 import struct
+
+# RFC 6455, section 1.3: the server proves it read the key with SHA-1(key + this), in base64.
+HANDSHAKE_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_value(key: str) -> str:
+    digest = hashlib.sha1((key + HANDSHAKE_GUID).encode(), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode()
 
 
 class WebSocket:
@@ -32,6 +41,10 @@ class WebSocket:
         self.status = int(head.split(b" ", 2)[1])
         if self.status != 101:
             raise ConnectionError(f"no upgrade: {head.decode(errors='replace')}")
+        # As a browser does: a wrong accept value fails the handshake.
+        expected = f"sec-websocket-accept: {accept_value(key)}".encode().lower()
+        if expected not in head.lower():
+            raise ConnectionError(f"wrong Sec-WebSocket-Accept: {head.decode(errors='replace')}")
 
     def _read(self, size: int) -> bytes:
         while len(self.buffer) < size:

@@ -29,7 +29,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_DATA_BYTES = 1024 * 1024
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_BURN_SECONDS = 600
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B52"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 # Paths that are not a person using the app: probes and the hub's own activity question.
 NOT_ACTIVITY = {"healthz", "activity"}
 
