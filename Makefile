@@ -94,7 +94,7 @@ security: prerequisites venv oidc-provider
 	$(MAKE) molecule
 
 test: prerequisites venv oidc-provider lint
-	$(PYTEST) -q -m "not cluster" tests
+	$(PYTEST) -q --durations=15 -m "not cluster" tests
 	$(MAKE) cluster-test
 	$(MAKE) molecule
 

@@ -78,12 +78,14 @@ def session_rule(config: Config, app: AppConfig, user: str) -> str:
 # which every current browser sends): fetch/XHR polls, images and the like, WebSocket
 # (re)connects. Only reads: a script's POST or PUT (a save, a kernel start) is a person's act.
 BACKGROUND_FETCH_MODES = ("cors", "no-cors", "same-origin", "websocket")
-# A page's reads of those modes, and its beacons (a write the browser sends as `no-cors`, often
-# as the tab closes): what never starts a session never keeps one (server.starts_session).
+# A page's reads of those modes, its beacons (a write the browser sends as `no-cors`, often as
+# the tab closes) and every WebSocket connect: Chromium sends no fetch metadata with those.
+# What never starts a session never keeps one (server.starts_session); a socket's messages
+# count by their bytes.
 BACKGROUND_MATCH = (
     "(((Method(`GET`) || Method(`HEAD`)) && HeaderRegexp(`Sec-Fetch-Mode`, `^("
     + "|".join(BACKGROUND_FETCH_MODES)
-    + ")$`)) || Header(`Sec-Fetch-Mode`, `no-cors`))"
+    + ")$`)) || Header(`Sec-Fetch-Mode`, `no-cors`) || HeaderRegexp(`Upgrade`, `(?i)^websocket$`))"
 )
 
 

@@ -119,7 +119,7 @@ def test_requests_inside_the_window_keep_a_session_none_reap_it(rhub):
     assert state["access_log"]["offset"] == rhub.access_log.stat().st_size
 
 
-def test_a_pages_reads_and_beacons_never_count_its_clicks_writes_do(rhub):
+def test_a_pages_reads_beacons_and_sockets_never_count_its_clicks_writes_do(rhub):
     """What starts a session is what keeps one (docs/daemon.md, "What starts a session")."""
     rhub.open("frank", "/whoami", app="whoami")
     logged(rhub, "frank")
@@ -129,8 +129,10 @@ def test_a_pages_reads_and_beacons_never_count_its_clicks_writes_do(rhub):
         rhub.web_port, "/data/beacon", [*page, ("Sec-Fetch-Mode", "no-cors")], "PUT", b"x"
     )
     assert (poll.status, beacon.status) == (200, 201)
+    # A socket connects as Chromium connects one: no fetch metadata. Logged when it closes.
+    WebSocket(rhub.web_port, "/ws", rhub.identity_headers("frank")).close()
     background = f'"RouterName":"{router(rhub, "frank").replace("@file", "-background@file")}"'
-    wait_for(lambda: rhub.access_log.read_text().count(background) >= 2, 10, "the background lines")
+    wait_for(lambda: rhub.access_log.read_text().count(background) >= 3, 10, "the background lines")
     start = time.time()
     idle = reap(rhub, at=start + HOUR)[("frank", "whoami")]
     assert (idle.decision, idle.source) == ("reap", "access-log"), idle

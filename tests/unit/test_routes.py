@@ -61,7 +61,7 @@ def test_a_pages_background_requests_take_the_sessions_second_router():
     assert background["rule"] == (
         main["rule"] + " && (((Method(`GET`) || Method(`HEAD`)) && "
         "HeaderRegexp(`Sec-Fetch-Mode`, `^(cors|no-cors|same-origin|websocket)$`)) || "
-        "Header(`Sec-Fetch-Mode`, `no-cors`))"
+        "Header(`Sec-Fetch-Mode`, `no-cors`) || HeaderRegexp(`Upgrade`, `(?i)^websocket$`))"
     )
     assert background["priority"] == main["priority"] + 1
     assert (background["service"], background["middlewares"]) == (
