@@ -684,8 +684,9 @@ def test_every_route_traefik_loaded_is_valid_and_matches_one_exact_id(host, odd_
 
 # What the daemon appends to a session's rule for its background router (servicehub/routes.py).
 BACKGROUND_MATCH = (
-    " && (Method(`GET`) || Method(`HEAD`)) && "
-    "HeaderRegexp(`Sec-Fetch-Mode`, `^(cors|no-cors|same-origin|websocket)$`)"
+    " && (((Method(`GET`) || Method(`HEAD`)) && "
+    "HeaderRegexp(`Sec-Fetch-Mode`, `^(cors|no-cors|same-origin|websocket)$`)) || "
+    "Header(`Sec-Fetch-Mode`, `no-cors`) || HeaderRegexp(`Upgrade`, `(?i)^websocket$`))"
 )
 
 
