@@ -49,6 +49,7 @@ class SpawnError(RuntimeError):
 class Backend(Protocol):
     async def prepare(self) -> None: ...
     async def plan_address(self, app: str) -> str | None: ...
+    async def has_room(self, app: AppConfig, placing: list[AppConfig]) -> bool: ...
     async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]: ...
     async def get(self, app: str, slug: str) -> SessionInfo | None: ...
     async def spawn(
@@ -182,6 +183,10 @@ class DockerBackend:
     async def plan_address(self, app: str) -> str | None:
         """The address the next container of ``app`` gets (``addresses.py``), if plannable."""
         return await self.addresses.take(app_network(self.config.hub, app))
+
+    async def has_room(self, app: AppConfig, placing: list[AppConfig]) -> bool:
+        # One machine: the capacity limits (admission.py) are the operator's word on room.
+        return True
 
     def _info(self, data: dict[str, Any]) -> SessionInfo:
         return session_from_engine(self.config.hub, data)

@@ -48,7 +48,7 @@ class SessionManager:
         self.locks = locks or SessionLocks.of_hub(config.state_dir)
         self.table = SessionTable()
         self.sessions = self.table.sessions
-        self.admission = Admission(config.capacity, self.table)
+        self.admission = Admission(config.capacity, self.table, self._has_room)
         self._tasks: set[asyncio.Task[None]] = set()
         self._http = Http()
         self.failures = FailureLog()  # recent spawn failures, for the admin view
@@ -59,6 +59,10 @@ class SessionManager:
         self.teardown = Teardown(
             config.hub, config.traefik.api_url, backend, routes, self.locks, self._http
         )
+
+    async def _has_room(self, app: str, placing: list[str]) -> bool:
+        apps = self.config.apps
+        return await self.backend.has_room(apps[app], [apps[a] for a in placing])
 
     @property
     def http(self) -> aiohttp.ClientSession:

@@ -57,6 +57,8 @@ _STARTING = {
     "starting",
 }
 _ENDED = {"complete", "shutdown", "failed", "rejected", "orphaned"}
+# The states in which a task holds its reservation on its node, as Swarm's scheduler counts.
+_HOLDING = _STARTING | {"running"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,78 @@ def placement(config: SwarmConfig, nodes: Iterable[Node]) -> list[str]:
     return []
 
 
+@dataclass(frozen=True)
+class Room:
+    """What a node that may take a new session has left unreserved."""
+
+    node: str
+    nano_cpus: int
+    memory_bytes: int
+
+
+def reservation(app: AppConfig, config: SwarmConfig) -> tuple[int, int]:
+    """What a session of ``app`` reserves on its node: (nano CPUs, memory bytes)."""
+    return (
+        int(app.limits.cpus * config.cpu_reservation * 1e9),
+        int(app.limits.memory_bytes * config.memory_reservation),
+    )
+
+
+def free_room(
+    nodes: Iterable[dict[str, Any]], tasks: Iterable[dict[str, Any]], constraints: list[str]
+) -> list[Room]:
+    """Each node a new session may be placed on (ready, active, and a worker if the placement
+    says so), with its resources less the reservations of the tasks it holds: Swarm's own
+    arithmetic. A task holds its place from its assignment to a node until it stops running,
+    whatever is wanted of it meanwhile (a removed session's task stops first)."""
+    held: dict[str, list[int]] = {}
+    for task in tasks:
+        node_id = str(task.get("NodeID") or "")
+        if not node_id or str((task.get("Status") or {}).get("State", "")) not in _HOLDING:
+            continue
+        resources = ((task.get("Spec") or {}).get("Resources") or {}).get("Reservations") or {}
+        cpus_and_memory = held.setdefault(node_id, [0, 0])
+        cpus_and_memory[0] += int(resources.get("NanoCPUs") or 0)
+        cpus_and_memory[1] += int(resources.get("MemoryBytes") or 0)
+    workers_only = "node.role==worker" in constraints
+    rooms = []
+    for item in nodes:
+        spec, status = item.get("Spec") or {}, item.get("Status") or {}
+        if status.get("State") != "ready" or spec.get("Availability") != "active":
+            continue
+        if workers_only and spec.get("Role") != "worker":
+            continue
+        node_id = str(item.get("ID", ""))
+        total = (item.get("Description") or {}).get("Resources") or {}
+        cpus, memory = held.get(node_id, (0, 0))
+        rooms.append(
+            Room(
+                node_id,
+                int(total.get("NanoCPUs") or 0) - cpus,
+                int(total.get("MemoryBytes") or 0) - memory,
+            )
+        )
+    return rooms
+
+
+def can_hold(rooms: Iterable[Room], nano_cpus: int, memory_bytes: int) -> bool:
+    return any(r.nano_cpus >= nano_cpus and r.memory_bytes >= memory_bytes for r in rooms)
+
+
+def room_after(rooms: list[Room], placing: Iterable[tuple[int, int]]) -> list[Room]:
+    """``rooms`` once sessions still being placed took theirs (each where it first fits): a
+    task not yet on a node holds nothing in the engine's view. One already on its node counts
+    twice for a moment: the next session waits a little, rather than failing for a place taken
+    twice."""
+    left = list(rooms)
+    for cpus, memory in placing:
+        for i, room in enumerate(left):
+            if room.nano_cpus >= cpus and room.memory_bytes >= memory:
+                left[i] = Room(room.node, room.nano_cpus - cpus, room.memory_bytes - memory)
+                break
+    return left
+
+
 def _tmpfs_mount(target: str, options: str) -> dict[str, Any]:
     """A tmpfs as a service mount: Docker makes it noexec, nosuid, nodev; size and mode here
     (``backend_config.swarm_unsupported`` refuses any other option when the file is loaded)."""
@@ -125,6 +199,7 @@ def service_spec(
     labels = session_labels(hub, app, user, slug)
     env = session_environment(app, user, slug)
     docker = app.docker.host_config()
+    cpus, memory = reservation(app, config)
     container: dict[str, Any] = {
         "Image": app.image,
         "Labels": labels,
@@ -153,10 +228,7 @@ def service_spec(
                     "NanoCPUs": int(app.limits.cpus * 1e9),
                     "Pids": app.limits.pids,
                 },
-                "Reservations": {
-                    "MemoryBytes": int(app.limits.memory_bytes * config.memory_reservation),
-                    "NanoCPUs": int(app.limits.cpus * config.cpu_reservation * 1e9),
-                },
+                "Reservations": {"NanoCPUs": cpus, "MemoryBytes": memory},
             },
             # The hub decides when a session comes back, as with a container.
             "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
@@ -306,6 +378,21 @@ class SwarmBackend:
     async def plan_address(self, app: str) -> str | None:
         # The node and its port are known only once Swarm has placed and started the task.
         return None
+
+    async def has_room(self, app: AppConfig, placing: list[AppConfig]) -> bool:
+        """Whether a node could hold one more session of ``app`` now, besides the sessions
+        still ``placing``: two calls (nodes with their resources, tasks with their
+        reservations), whatever the number of sessions. True also when no node could ever
+        hold it, even empty: waiting would not help, and the spawn says so."""
+        settings = self.config.backend.swarm
+        nodes = await self.docker.request("GET", "/nodes")
+        self.nodes = nodes_from(nodes)
+        constraints = placement(settings, self.nodes.values())
+        needs = reservation(app, settings)
+        if not can_hold(free_room(nodes, [], constraints), *needs):
+            return True
+        rooms = free_room(nodes, await self.docker.request("GET", "/tasks"), constraints)
+        return can_hold(room_after(rooms, (reservation(a, settings) for a in placing)), *needs)
 
     async def list_sessions(self, detailed: bool = True) -> list[SessionInfo]:
         """The hub's sessions in three calls (services, tasks, nodes), exit codes included:

@@ -418,10 +418,24 @@ def test_sessions_cannot_reach_each_other_on_one_worker_or_across(cluster, tmp_p
     asyncio.run(scenario())
 
 
+def worker_memory() -> int:
+    """What a worker's engine reports as its memory (the machine's: the nodes share it)."""
+    return int(node("w1", "docker", "info", "--format", "{{.MemTotal}}"))
+
+
 @pytest.fixture
 def swarm_hub(cluster, tmp_path, request) -> Iterator[Hub]:
-    """The real daemon and Traefik on this host, as the hub, with the swarm backend."""
-    hub = Hub(workdir=tmp_path / "hub", apps={"whoami": WHOAMI}, settings=swarm_settings(cluster))
+    """The real daemon and Traefik on this host, as the hub, with the swarm backend; the app
+    ``big`` reserves six tenths of a worker's memory, so each worker holds one at a time."""
+    big_mib = worker_memory() * 6 // 10 // 1024**2
+    big = {
+        **WHOAMI,
+        "route": {"path_prefix": "/big/"},
+        "limits": {"memory": f"{big_mib}m", "cpus": 0.5, "pids": 64},
+        "readiness": {"type": "http", "path": "/big/healthz"},
+    }
+    apps = {"whoami": WHOAMI, "big": big}
+    hub = Hub(workdir=tmp_path / "hub", apps=apps, settings=swarm_settings(cluster))
     hub.workdir.mkdir()
     try:
         hub.start()
@@ -432,6 +446,34 @@ def swarm_hub(cluster, tmp_path, request) -> Iterator[Hub]:
             print(hub.logs())
         hub.stop()
         remove_services(hub.hub_name)
+
+
+def test_when_no_worker_has_room_a_session_waits_in_line_and_starts_when_one_ends(swarm_hub):
+    """A full swarm is a place in the queue on the wait page, not an error page."""
+    hub = swarm_hub
+    for user in ("alice", "bob"):
+        assert hub.open(user, "/big/", app="big").json()["header_user"] == user
+    services = node(
+        "hub", "docker", "service", "ls", "--filter", f"label=servicehub.hub={hub.hub_name}",
+        "--filter", "label=servicehub.app=big", "--format", "{{.Name}}",
+    ).split()  # fmt: skip
+    assert sorted(task_node(name) for name in services) == ["w1", "w2"]  # one each: full
+    first = hub.get("carol", "/big/")
+    assert first.status == 200 and first.is_wait
+
+    def queued() -> bool:
+        status = hub.status("carol", "big")
+        return status["state"] == "queued" and "no machine of this hub has room" in str(
+            status["message"]
+        )
+
+    wait_for(queued, 30, "carol's session to wait for room")
+    assert "0 ahead of you" in str(hub.status("carol", "big")["message"])
+    stopped = hub.cli("stop", "alice")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: hub.status("carol", "big")["state"] == "ready", 90, "carol's session")
+    assert hub.open("carol", "/big/", app="big").json()["header_user"] == "carol"
+    assert "has room for your session right now" not in hub.logs()  # no error page on the way
 
 
 def test_restarts_of_the_daemon_and_the_manager_lose_no_session(cluster, swarm_hub):

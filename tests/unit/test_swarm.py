@@ -322,3 +322,77 @@ async def test_a_task_no_node_could_make_is_an_error_without_host_details():
         await SwarmBackend(CONFIG, client=manager).spawn(NB, "alice@example.org", "alice-x")
     assert "/srv" not in str(failed.value)
     assert ("DELETE", "/services/new") in manager.calls
+
+
+# --- room on the nodes ----------------------------------------------------------------------
+GIB = 1024**3
+
+
+def node_doc(node_id, role="worker", state="ready", availability="active", cpus=4, memory=8):
+    return {
+        "ID": node_id,
+        "Spec": {"Role": role, "Availability": availability},
+        "Status": {"State": state, "Addr": "10.0.0.9"},
+        "Description": {"Resources": {"NanoCPUs": cpus * 10**9, "MemoryBytes": memory * GIB}},
+    }
+
+
+def placed(node_id, state="running", cpus=0.5, memory=2):
+    held = task(state, node=node_id)
+    held["Spec"] = {
+        "Resources": {"Reservations": {"NanoCPUs": int(cpus * 1e9), "MemoryBytes": memory * GIB}}
+    }
+    return held
+
+
+def test_free_room_is_each_eligible_nodes_resources_less_its_tasks_reservations():
+    nodes = [
+        node_doc("m", role="manager"),
+        node_doc("w1"),
+        node_doc("w2", state="down"),
+        node_doc("w3", availability="drain"),
+        node_doc("w4", memory=4),
+    ]
+    tasks = [
+        placed("w1"),
+        placed("w1", state="starting"),
+        placed("w1", state="complete"),  # ended: its place is free again
+        placed("w4", memory=3),
+        {**placed("w4"), "NodeID": ""},  # pending: on no node yet
+    ]
+    rooms = swarm.free_room(nodes, tasks, ["node.role==worker"])
+    assert rooms == [swarm.Room("w1", 3 * 10**9, 4 * GIB), swarm.Room("w4", 3_500_000_000, GIB)]
+    with_manager = swarm.free_room(nodes, tasks, [])
+    assert [r.node for r in with_manager] == ["m", "w1", "w4"]
+
+
+def test_a_session_fits_where_one_node_holds_both_its_cpu_and_memory_reservations():
+    rooms = [swarm.Room("w1", 10**9, 1 * GIB), swarm.Room("w2", 4 * 10**9, GIB // 2)]
+    assert swarm.can_hold(rooms, 10**9, GIB)
+    assert not swarm.can_hold(rooms, 2 * 10**9, GIB)  # CPU on w2 only, memory on w1 only
+    assert not swarm.can_hold([], 0, 0)
+
+
+def test_sessions_still_being_placed_take_their_room_where_they_first_fit():
+    rooms = [swarm.Room("w1", 10**9, GIB), swarm.Room("w2", 4 * 10**9, 4 * GIB)]
+    left = swarm.room_after(rooms, [(10**9, 2 * GIB), (10**9, GIB)])
+    assert left == [swarm.Room("w1", 0, 0), swarm.Room("w2", 3 * 10**9, 2 * GIB)]
+
+
+async def test_room_is_asked_in_two_calls_with_the_apps_reservations():
+    # nb reserves all of its 2 GiB and a quarter of its 2 CPUs (the defaults).
+    nodes = [node_doc("w1", cpus=2, memory=4)]
+    manager = Manager([], [[placed("w1", cpus=1, memory=1)]], nodes=nodes)
+    backend = SwarmBackend(CONFIG, client=manager)
+    assert await backend.has_room(NB, [])
+    assert not await backend.has_room(NB, [NB])  # one more nb on its way takes that room
+    manager.task_answers = [[placed("w1", cpus=1, memory=3)]]
+    assert not await backend.has_room(NB, [])
+    assert manager.calls.count(("GET", "/nodes")) == manager.calls.count(("GET", "/tasks")) == 3
+
+
+async def test_a_session_no_node_could_ever_hold_does_not_wait_for_room():
+    # Waiting would not help: the spawn goes ahead and tells the person (the fallback).
+    manager = Manager([], [[]], nodes=[node_doc("w1", memory=1)])
+    assert await SwarmBackend(CONFIG, client=manager).has_room(NB, [])
+    assert ("GET", "/tasks") not in manager.calls
