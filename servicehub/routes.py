@@ -89,6 +89,9 @@ BACKGROUND_MATCH = (
 )
 
 
+SESSION_DIAL_TIMEOUT = "5s"  # a worker in the same room answers a SYN within milliseconds
+
+
 def session_priority(app: AppConfig) -> int:
     # Longer prefixes win, host-specific apps win over path-only ones.
     return SESSION_PRIORITY + len(app.path_prefix) + (5000 if app.host else 0)
@@ -128,9 +131,20 @@ def render_session(config: Config, app: AppConfig, route: SessionRoute) -> dict[
                     "headers": {"customRequestHeaders": {config.identity.user_header: route.user}}
                 }
             },
-            "services": {name: {"loadBalancer": {"servers": [{"url": route.url}]}}},
+            "services": {
+                name: {
+                    "loadBalancer": {
+                        "servers": [{"url": route.url}],
+                        "serversTransport": f"{sessions_transport(config)}@file",
+                    }
+                }
+            },
         }
     }
+
+
+def sessions_transport(config: Config) -> str:
+    return f"{config.hub}-sessions"
 
 
 def render_base(config: Config) -> dict[str, Any]:
@@ -153,6 +167,14 @@ def render_base(config: Config) -> dict[str, Any]:
             },
         },
         "services": {daemon: {"loadBalancer": {"servers": [{"url": config.daemon_url}]}}},
+        # How Traefik connects to sessions: a session on a worker whose network died answers
+        # no SYN, and Traefik's default would hold the person's request for 30 s before its
+        # 502 (until the daemon removes the route, docs/cluster.md "Failures").
+        "serversTransports": {
+            sessions_transport(config): {
+                "forwardingTimeouts": {"dialTimeout": SESSION_DIAL_TIMEOUT}
+            }
+        },
     }
     for app in config.apps.values():
         # Just below the app's session routers: a user with a session of another app (say at

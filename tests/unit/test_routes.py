@@ -133,3 +133,14 @@ def test_session_files_read_back_to_the_exact_id_with_no_template_syntax(user):
     assert text.isascii()
     middleware = yaml.safe_load(text)["http"]["middlewares"]["hub-whoami-x-identity"]
     assert middleware["headers"]["customRequestHeaders"]["X-Servicehub-User"] == user
+
+
+def test_sessions_are_dialled_with_a_short_timeout_defined_once_in_the_base_file():
+    cfg = config()
+    route = SessionRoute(app="whoami", slug="alice-x", user="alice", url="http://10.0.0.2:30001")
+    service = render_session(cfg, cfg.apps["whoami"], route)["http"]["services"][
+        "hub-whoami-alice-x"
+    ]
+    assert service["loadBalancer"]["serversTransport"] == "hub-sessions@file"
+    transports = render_base(cfg)["http"]["serversTransports"]
+    assert transports == {"hub-sessions": {"forwardingTimeouts": {"dialTimeout": "5s"}}}
