@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -249,6 +250,12 @@ def firewall_workers(cluster: Cluster, action: str = "-I") -> None:
         )  # fmt: skip
         rule = ["INPUT", "-i", "docker0", "-j", "DROP"]
         node(name, "iptables", action, *rule, check=action == "-I")
+        # A session's connection leaves its worker with the worker's address: without this,
+        # it could talk to the Swarm ports of the hub and the other workers like a member.
+        for address in cluster.addresses.values():
+            rule = ["DOCKER-USER", "-i", "docker0", "-d", address]
+            rule += ["-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]  # answers go through
+            node(name, "iptables", action, *rule, check=action == "-I")
 
 
 def outside_reaches(url: str) -> bool:
@@ -394,10 +401,19 @@ def test_sessions_cannot_reach_each_other_on_one_worker_or_across(cluster, tmp_p
             worker = where[infos[0].name]  # the sessions' neighbour, and the others
             far = next(i for i in infos if where[i.name] != worker)
             assert far.address and far.port
-            # Without the rules a session reaches another worker's published ports: the rules
-            # are what stops it below.
+            # Without the rules a session reaches another worker's published ports and the
+            # nodes' Swarm ports (the manager's 2377, another worker's gossip on 7946): the
+            # rules are what stops it below.
+            other_worker = "w2" if worker == "w1" else "w1"
+            swarm_ports = [
+                (cluster.addresses["hub"], 2377),
+                (cluster.addresses[other_worker], 7946),
+            ]
             assert session_connects(worker, far.address, far.port)
+            assert all(session_connects(worker, a, p) for a, p in swarm_ports)
             firewall_workers(cluster)
+            for address, port in swarm_ports:
+                assert not session_connects(worker, address, port), f"{address}:{port}"
             for other in infos:
                 assert other.address and other.port
                 assert not session_connects(worker, other.address, other.port), (
@@ -474,6 +490,36 @@ def test_when_no_worker_has_room_a_session_waits_in_line_and_starts_when_one_end
     wait_for(lambda: hub.status("carol", "big")["state"] == "ready", 90, "carol's session")
     assert hub.open("carol", "/big/", app="big").json()["header_user"] == "carol"
     assert "has room for your session right now" not in hub.logs()  # no error page on the way
+
+
+def test_a_session_whose_worker_went_silent_gets_an_answer_in_seconds(cluster, swarm_hub):
+    """A worker whose network died answers no SYN: Traefik must give up after the sessions'
+    short dial timeout (5 s) with a gateway error, not hold the request for its default 30 s."""
+    hub = swarm_hub
+    start = raw_request(
+        hub.web_port, "/_servicehub/api/start?app=whoami", hub.identity_headers("erin"), "POST"
+    )
+    assert start.status in (200, 202), start.text
+    wait_for(lambda: hub.status("erin", "whoami")["state"] == "ready", 60, "erin's session")
+    (route_file,) = hub.routes_dir.glob("*-session-*.yml")
+    # Served by Traefik, without the start-up middleware; and no request went through it
+    # yet, so it holds no kept-alive connection to the session.
+    wait_for(lambda: "booting" not in route_file.read_text(), 30, "the route's final form")
+    found = re.search(r"url: http://([0-9.]+):([0-9]+)", route_file.read_text())
+    assert found, route_file.read_text()
+    address, port = found.groups()
+    worker = next(name for name, a in cluster.addresses.items() if a == address)
+    # Dropped on the worker, before Docker's port mapping: the SYN goes unanswered, so only
+    # the dial timeout ends the wait, within the request's 20 s and not after 30.
+    silence = ["PREROUTING", "-p", "tcp", "--dport", port, "-j", "DROP"]
+    node(worker, "iptables", "-t", "raw", "-I", *silence)
+    try:
+        began = time.monotonic()
+        answer = raw_request(hub.web_port, "/whoami", hub.identity_headers("erin"), timeout=20)
+        cluster.timings["silent worker until the gateway error"] = time.monotonic() - began
+        assert answer.status in (502, 504), (answer.status, answer.text)
+    finally:
+        node(worker, "iptables", "-t", "raw", "-D", *silence, check=False)
 
 
 def test_restarts_of_the_daemon_and_the_manager_lose_no_session(cluster, swarm_hub):
