@@ -21,9 +21,10 @@ SCENARIO = ROOT / "molecule" / "default"
 SHARED = ROOT / "molecule" / "resources" / "test_group_vars" / "hub"
 HELPERS = {"servicehub_whoami_app", "servicehub_short_idle_app"}  # parts of servicehub_apps
 # What only this scenario has: its hub pages' checks (molecule/default/tests/test_hub_pages.py)
-# need an app that some groups do not see and that stops on logout, and an admin group.
-PAGES_ONLY_APPS = {"notes"}
-PAGES_ONLY_VARIABLES = {"servicehub_admin_group"}
+# need an app that some groups do not see and that stops on logout, and an admin group; its
+# Chromium checks run JupyterLab, whose image travels as a second tarball.
+PAGES_ONLY_APPS = {"notes", "notebook"}
+PAGES_ONLY_VARIABLES = {"servicehub_admin_group", "servicehub_test_jupyterlab_tarball"}
 
 
 def load(path: Path) -> dict:
@@ -73,6 +74,7 @@ def test_the_wizard_gives_the_scenario_the_variables_it_had(tmp_path, capsys):
     }
     for name in PAGES_ONLY_VARIABLES:
         del now[name]
+    now["servicehub_image_tarballs"].remove("{{ servicehub_test_jupyterlab_tarball }}")
     assert now.pop("apache_oidc_client_secret") == "{{ vault_apache_oidc_client_secret }}"
     assert vault == {"vault_apache_oidc_client_secret": before.pop("apache_oidc_client_secret")}
     assert now == before

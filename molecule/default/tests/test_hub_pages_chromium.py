@@ -212,3 +212,43 @@ def test_alice_logs_in_opens_and_stops_an_app_in_chromium(host, browser):
     assert card(page, app).get_attribute("data-state") == "not running"
     assert running(host, app, "alice") == []
     context.close()
+
+
+def test_a_notebook_cell_runs_through_apache_and_traefik_in_chromium(host, browser):
+    """JupyterLab as the app contract's recipe sets it up: its page, its API and its kernel
+    websocket all go through Apache, mod_auth_openidc and Traefik. The cell's output comes
+    back over the websocket, so it shows only if the socket works end to end."""
+    app = "notebook"
+    context, page = log_in(browser, "alice")
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    card(page, app).get_by_role("link", name=f"Open {label(app)}", exact=True).click()
+    page.wait_for_selector('.jp-LauncherCard[data-category="Notebook"]', timeout=180_000)
+    page.click('.jp-LauncherCard[data-category="Notebook"]')
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").last
+    code = "print(6 * 7)"
+
+    def typed() -> bool:  # a busy machine's notebook may take keys before its editor does
+        if editor.text_content() == code:
+            return True
+        editor.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.type(code)
+        return False
+
+    for _ in range(60):
+        if typed():
+            break
+        page.wait_for_timeout(500)
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_selector(".jp-OutputArea-output:has-text('42')", timeout=90_000)
+    kernel = [u for u in sockets if "/notebook/api/kernels/" in u]
+    assert kernel and all(u.startswith(f"wss://{HUB_HOST}/") for u in kernel), sockets
+    assert len(running(host, app, "alice")) == 1
+    # Stop it again: the container is a gigabyte's limit on a small test machine.
+    page.goto(HUB + HOME)
+    card(page, app).get_by_role("button", name=f"Stop {label(app)}", exact=True).click()
+    page.wait_for_url(HUB + HOME)
+    assert running(host, app, "alice") == []
+    context.close()
