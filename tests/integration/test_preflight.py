@@ -7,6 +7,7 @@ it right after the pre_tasks: nothing on the machine changes, whether the prefli
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -67,55 +68,75 @@ def passed(result: subprocess.CompletedProcess[str]) -> bool:
     return result.returncode == 0 and "Preflight passed" in result.stdout
 
 
-def test_a_good_hub_passes_the_preflight(tmp_path):
-    result = run_preflight(tmp_path, {})
+BAD = [
+    ("docker_packages", ["podman"]),
+    ("traefik_web_port", 99999),
+    ("traefik_api_port", 8099),  # unprivileged: a local account could take it over
+    ("servicehub_listen_port", 8090),
+    ("traefik_install_source", "curl"),
+    ("servicehub_listen_port", "eighty"),
+    ("servicehub_proxy_secret", "short"),
+    ("servicehub_apps", {}),
+    ("firewall_enabled", "perhaps"),
+    ("firewall_container_interfaces", ["br-*", "an interface name that is far too long"]),
+    ("firewall_container_allowed_tcp_ports", [22, 70000]),
+    ("firewall_traefik_web_clients", ["www data"]),
+    # Identity header names: one definition, checked for every role (issue 9, item 1).
+    ("servicehub_user_header", "X_Hub_User"),  # an alias spelling CGI-style apps read as '-'
+    ("servicehub_user_header", "X-Hub-User "),
+    ("servicehub_groups_header", "Connection"),  # hop-by-hop: the proxy would drop it
+    ("servicehub_user_header", "x-forwarded-user"),  # mod_proxy and Traefik write X-Forwarded-*
+    ("servicehub_proxy_secret_header", "Cookie"),
+    ("servicehub_proxy_secret_header", "x-servicehub-user"),  # the user header's name
+    ("servicehub_groups_header", "X-SERVICEHUB-USER"),
+    ("traefik_access_log_headers", ["x-servicehub-proxy-secret"]),  # would log the secret
+    ("apache_oidc_proxy_secret", "a-second-secret-for-apache"),  # not the daemon's
+    # Roles that checked their variables only after four roles had changed the host.
+    ("apache_oidc_scope", "email profile"),
+    ("apache_oidc_redirect_path", "/_servicehub/callback"),
+    ("certbot_mode", "letsencrypt"),
+    ("certbot_domains", ["*.example.org"]),
+    ("servicehub_operators_group", "adm"),
+    ("servicehub_volumes_separate_filesystem", "maybe"),
+]
+# Every run of the module, by name: the extra variables over GOOD.
+RUNS: dict[str, dict] = {
+    "good": {},
+    "own headers": {**OWN_HEADERS, "traefik_access_log_headers": ["X-Request-Start"]},
+    "inconsistent own headers": {**OWN_HEADERS, "servicehub_groups_header": "x-lab-IDENTITY"},
+    "separate filesystem required": {"servicehub_volumes_separate_filesystem": "require"},
+    **{f"bad {i}": {variable: value} for i, (variable, value) in enumerate(BAD)},
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """All the module's runs at once: each is an ansible-playbook of its own, mostly the CPU
+    of starting Ansible, so they share the machine's cores instead of queueing."""
+    workers = max(2, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = {
+            name: pool.submit(run_preflight, tmp_path_factory.mktemp("preflight"), extra)
+            for name, extra in RUNS.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_a_good_hub_passes_the_preflight(results):
+    result = results["good"]
     assert passed(result), result.stdout[-3000:]
     # Nothing past the preflight ran: no role's first task.
     assert "Install |" not in result.stdout
 
 
-def test_header_names_of_ones_own_pass_the_preflight(tmp_path):
-    extra = {**OWN_HEADERS, "traefik_access_log_headers": ["X-Request-Start"]}
-    result = run_preflight(tmp_path, extra)
+def test_header_names_of_ones_own_pass_the_preflight(results):
+    result = results["own headers"]
     assert passed(result), result.stdout[-3000:]
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("docker_packages", ["podman"]),
-        ("traefik_web_port", 99999),
-        ("traefik_api_port", 8099),  # unprivileged: a local account could take it over
-        ("servicehub_listen_port", 8090),
-        ("traefik_install_source", "curl"),
-        ("servicehub_listen_port", "eighty"),
-        ("servicehub_proxy_secret", "short"),
-        ("servicehub_apps", {}),
-        ("firewall_enabled", "perhaps"),
-        ("firewall_container_interfaces", ["br-*", "an interface name that is far too long"]),
-        ("firewall_container_allowed_tcp_ports", [22, 70000]),
-        ("firewall_traefik_web_clients", ["www data"]),
-        # Identity header names: one definition, checked for every role (issue 9, item 1).
-        ("servicehub_user_header", "X_Hub_User"),  # an alias spelling CGI-style apps read as '-'
-        ("servicehub_user_header", "X-Hub-User "),
-        ("servicehub_groups_header", "Connection"),  # hop-by-hop: the proxy would drop it
-        ("servicehub_user_header", "x-forwarded-user"),  # mod_proxy and Traefik write X-Forwarded-*
-        ("servicehub_proxy_secret_header", "Cookie"),
-        ("servicehub_proxy_secret_header", "x-servicehub-user"),  # the user header's name
-        ("servicehub_groups_header", "X-SERVICEHUB-USER"),
-        ("traefik_access_log_headers", ["x-servicehub-proxy-secret"]),  # would log the secret
-        ("apache_oidc_proxy_secret", "a-second-secret-for-apache"),  # not the daemon's
-        # Roles that checked their variables only after four roles had changed the host.
-        ("apache_oidc_scope", "email profile"),
-        ("apache_oidc_redirect_path", "/_servicehub/callback"),
-        ("certbot_mode", "letsencrypt"),
-        ("certbot_domains", ["*.example.org"]),
-        ("servicehub_operators_group", "adm"),
-        ("servicehub_volumes_separate_filesystem", "maybe"),
-    ],
-)
-def test_a_bad_variable_stops_the_play_naming_it(tmp_path, variable, value):
-    result = run_preflight(tmp_path, {variable: value})
+@pytest.mark.parametrize(("index", "variable"), [(i, v) for i, (v, _) in enumerate(BAD)])
+def test_a_bad_variable_stops_the_play_naming_it(results, index, variable):
+    result = results[f"bad {index}"]
     assert not passed(result)
     assert result.returncode != 0
     first_error = min(
@@ -124,18 +145,18 @@ def test_a_bad_variable_stops_the_play_naming_it(tmp_path, variable, value):
     assert variable in result.stdout[first_error:], result.stdout[-3000:]
 
 
-def test_header_names_are_checked_with_non_default_names_too(tmp_path):
+def test_header_names_are_checked_with_non_default_names_too(results):
     """Inconsistent names: the groups header renamed to what the user header is renamed to."""
-    result = run_preflight(tmp_path, {**OWN_HEADERS, "servicehub_groups_header": "x-lab-IDENTITY"})
+    result = results["inconsistent own headers"]
     assert not passed(result)
     assert "servicehub_groups_header" in result.stdout and "servicehub_user_header" in result.stdout
 
 
-def test_volumes_root_sharing_a_filesystem_stops_the_play_when_required(tmp_path):
+def test_volumes_root_sharing_a_filesystem_stops_the_play_when_required(results):
     """The state directory and the volumes root under it are on one filesystem here."""
-    warned = run_preflight(tmp_path, {})
+    warned = results["good"]
     assert passed(warned)
     assert "WARNING: servicehub_volumes_root" in warned.stdout
-    required = run_preflight(tmp_path, {"servicehub_volumes_separate_filesystem": "require"})
+    required = results["separate filesystem required"]
     assert not passed(required)
     assert "servicehub_volumes_root" in required.stdout
