@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import re
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -468,13 +468,13 @@ def test_when_no_worker_has_room_a_session_waits_in_line_and_starts_when_one_end
     """A full swarm is a place in the queue on the wait page, not an error page."""
     hub = swarm_hub
     for user in ("alice", "bob"):
-        assert hub.open(user, "/big/", app="big").json()["header_user"] == user
+        assert hub.open(user, "/big/whoami", app="big").json()["header_user"] == user
     services = node(
         "hub", "docker", "service", "ls", "--filter", f"label=servicehub.hub={hub.hub_name}",
         "--filter", "label=servicehub.app=big", "--format", "{{.Name}}",
     ).split()  # fmt: skip
     assert sorted(task_node(name) for name in services) == ["w1", "w2"]  # one each: full
-    first = hub.get("carol", "/big/")
+    first = hub.get("carol", "/big/whoami")
     assert first.status == 200 and first.is_wait
 
     def queued() -> bool:
@@ -488,7 +488,7 @@ def test_when_no_worker_has_room_a_session_waits_in_line_and_starts_when_one_end
     stopped = hub.cli("stop", "alice")
     assert stopped.returncode == 0, stopped.stderr
     wait_for(lambda: hub.status("carol", "big")["state"] == "ready", 90, "carol's session")
-    assert hub.open("carol", "/big/", app="big").json()["header_user"] == "carol"
+    assert hub.open("carol", "/big/whoami", app="big").json()["header_user"] == "carol"
     assert "has room for your session right now" not in hub.logs()  # no error page on the way
 
 
@@ -502,12 +502,23 @@ def test_a_session_whose_worker_went_silent_gets_an_answer_in_seconds(cluster, s
     assert start.status in (200, 202), start.text
     wait_for(lambda: hub.status("erin", "whoami")["state"] == "ready", 60, "erin's session")
     (route_file,) = hub.routes_dir.glob("*-session-*.yml")
-    # Served by Traefik, without the start-up middleware; and no request went through it
-    # yet, so it holds no kept-alive connection to the session.
-    wait_for(lambda: "booting" not in route_file.read_text(), 30, "the route's final form")
-    found = re.search(r"url: http://([0-9.]+):([0-9]+)", route_file.read_text())
-    assert found, route_file.read_text()
-    address, port = found.groups()
+    # Served by Traefik without the start-up middleware (which would turn the gateway error
+    # into the daemon's wait answer); and no request went through it yet, so it holds no
+    # kept-alive connection to the session.
+    routes = json.loads(route_file.read_text())["http"]
+    router = f"/api/http/routers/{min(routes['routers'])}@file"
+
+    def final() -> bool:
+        served = raw_request(hub.api_port, router)
+        return served.status == 200 and not any(
+            "booting" in m for m in served.json().get("middlewares", [])
+        )
+
+    wait_for(final, 30, "Traefik to serve the route's final form")
+    (service,) = routes["services"].values()
+    (server,) = service["loadBalancer"]["servers"]
+    url = urllib.parse.urlsplit(server["url"])
+    address, port = str(url.hostname), str(url.port)
     worker = next(name for name, a in cluster.addresses.items() if a == address)
     # Dropped on the worker, before Docker's port mapping: the SYN goes unanswered, so only
     # the dial timeout ends the wait, within the request's 20 s and not after 30.
