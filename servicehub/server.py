@@ -272,14 +272,13 @@ class Handlers:
             return refusal(request, too_many(exc))
         if session is None:
             return no_session(request, app)
-        if is_write(request):
+        write = is_write(request)
+        if write:
             # A click's write waits for the app and is answered by it: the wait page cannot
             # be shown to a script's request, and an error would lose what the person did.
             await settled(session, app.start_timeout)
-            if session.state == State.READY:
-                return await self.handover.forward(request, session)
-        if session.state == State.READY and not session.routed:
-            return await self.handover.forward(request, session)  # Traefik still loads the route
+        if session.state == State.READY and (write or not session.routed):
+            return await self.handover.forward(request, session)  # Traefik may load the route
         return session_response(request, app, session)
 
     async def booting(self, request: web.Request) -> web.StreamResponse:
