@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from datetime import datetime
 
 import pytest
@@ -87,14 +88,38 @@ def router(hub: Hub, user: str, app: str = "whoami") -> str:
     return f"{hub.hub_name}-{app}-{container['Config']['Labels']['servicehub.slug']}@file"
 
 
+def lines_of(hub: Hub, user: str, app: str = "whoami") -> int:
+    name = f'"RouterName":"{router(hub, user, app)}"'
+    return hub.access_log.read_text().count(name) if hub.access_log.exists() else 0
+
+
 def logged(hub: Hub, user: str, app: str = "whoami", count: int = 1) -> None:
     """Wait until Traefik's access log holds ``count`` lines of this session's router."""
-    name = f'"RouterName":"{router(hub, user, app)}"'
-    wait_for(
-        lambda: hub.access_log.exists() and hub.access_log.read_text().count(name) >= count,
-        10,
-        f"{count} access-log line(s) of {user}",
-    )
+    wait_for(lambda: lines_of(hub, user, app) >= count, 10, f"{count} access-log line(s) of {user}")
+
+
+def visit(hub: Hub, user: str, path: str = "/whoami") -> str:
+    """A GET marked so that its own access-log line can be waited for: that line's router."""
+    mark = f"mark={uuid.uuid4().hex}"
+    assert hub.get(user, f"{path}?{mark}", html=False).status == 200
+
+    def line() -> dict | None:
+        text = hub.access_log.read_text() if hub.access_log.exists() else ""
+        return next((json.loads(raw) for raw in text.splitlines() if mark in raw), None)
+
+    return str(wait_for(line, 10, f"the access-log line of {user}'s {path}")["RouterName"])
+
+
+def opened(hub: Hub, user: str, path: str = "/whoami", app: str = "whoami") -> None:
+    """``hub.open``, then one request through the session's own route, its line logged.
+
+    The page open() ends on may have been handed over by the daemon while Traefik still loaded
+    the route (servicehub/handover.py), and so be logged under the daemon's router. When this
+    returns, the route is live and the lines of every earlier request are written: none comes
+    late to keep a session at a run's last look (reaper_removal.py)."""
+    hub.open(user, path, app=app)
+    own = router(hub, user, app)
+    wait_for(lambda: visit(hub, user, path) == own, 10, f"{user}'s requests to take {own}")
 
 
 def route_file_gone(hub: Hub, user: str) -> bool:
@@ -102,10 +127,9 @@ def route_file_gone(hub: Hub, user: str) -> bool:
 
 
 def test_requests_inside_the_window_keep_a_session_none_reap_it(rhub):
-    rhub.open("alice", "/whoami", app="whoami")
+    opened(rhub, "alice")
     before = time.time()
-    assert rhub.get("alice", "/whoami", html=False).status == 200
-    logged(rhub, "alice", count=2)
+    assert visit(rhub, "alice") == router(rhub, "alice")
 
     kept = reap(rhub, at=before + 59 * 60)[("alice", "whoami")]
     assert (kept.decision, kept.source) == ("keep", "access-log")
@@ -121,8 +145,7 @@ def test_requests_inside_the_window_keep_a_session_none_reap_it(rhub):
 
 def test_a_pages_reads_beacons_and_sockets_never_count_its_clicks_writes_do(rhub):
     """What starts a session is what keeps one (docs/daemon.md, "What starts a session")."""
-    rhub.open("frank", "/whoami", app="whoami")
-    logged(rhub, "frank")
+    opened(rhub, "frank")
     page = [*rhub.identity_headers("frank"), ("Sec-Fetch-Site", "same-origin")]
     poll = raw_request(rhub.web_port, "/whoami", [*page, ("Sec-Fetch-Mode", "cors")])
     beacon = raw_request(
@@ -138,8 +161,8 @@ def test_a_pages_reads_beacons_and_sockets_never_count_its_clicks_writes_do(rhub
     assert (idle.decision, idle.source) == ("reap", "access-log"), idle
     assert idle.last_activity < start
 
-    rhub.open("frank", "/whoami", app="whoami")
-    lines = rhub.access_log.read_text().count(f'"RouterName":"{router(rhub, "frank")}"')
+    opened(rhub, "frank")
+    lines = lines_of(rhub, "frank")
     start = time.time()
     save = [*page, ("Sec-Fetch-Mode", "cors")]
     assert raw_request(rhub.web_port, "/data/note", save, "PUT", b"x").status == 201
@@ -150,15 +173,16 @@ def test_a_pages_reads_beacons_and_sockets_never_count_its_clicks_writes_do(rhub
 
 
 def test_the_volume_survives_and_the_respawned_container_sees_the_same_data(rhub):
-    rhub.open("bob", "/whoami", app="whoami")
+    opened(rhub, "bob")
     (old,) = rhub.containers(user="bob")
+    lines = lines_of(rhub, "bob")
     put = raw_request(
         rhub.web_port, "/data/note.txt", rhub.identity_headers("bob"), method="PUT", body=b"kept"
     )
     assert put.status == 201
-    # Both requests in the log first: one written after the run's read would keep the session
+    # The write in the log first: a line written after the run's read would keep the session
     # at the run's last look (reaper_removal.py), as it should.
-    logged(rhub, "bob", count=2)
+    logged(rhub, "bob", count=lines + 1)
     assert reap(rhub, at=time.time() + 2 * HOUR)[("bob", "whoami")].decision == "reap"
     assert rhub.containers(user="bob") == []
     (volume,) = (rhub.workdir / "volumes").iterdir()
@@ -175,7 +199,7 @@ def test_the_volume_survives_and_the_respawned_container_sees_the_same_data(rhub
 def test_a_websocket_that_keeps_exchanging_messages_keeps_its_session(rhub, source, monkeypatch):
     if source == "docker-stats-api":  # as where /proc or the cgroup files cannot be read
         monkeypatch.setattr(backend_module, "read_counters", lambda *args, **kwargs: None)
-    rhub.open("carol", "/whoami", app="whoami")
+    opened(rhub, "carol")  # else the socket may come while Traefik loads the route: a 503
     ws = WebSocket(rhub.web_port, "/ws", rhub.identity_headers("carol"))
     try:
         assert ws.echo(b"hello") == b"hello"
@@ -199,8 +223,7 @@ def test_a_websocket_that_keeps_exchanging_messages_keeps_its_session(rhub, sour
 
 
 def test_an_idle_open_websocket_does_not_keep_its_session(rhub):
-    rhub.open("dave", "/whoami", app="whoami")
-    logged(rhub, "dave")
+    opened(rhub, "dave")
     ws = WebSocket(rhub.web_port, "/ws", rhub.identity_headers("dave"))
     try:
         assert ws.echo(b"hello") == b"hello"
@@ -278,8 +301,8 @@ def test_the_apps_own_report_keeps_it_but_max_lifetime_is_enforced(rhub):
 
 
 def test_log_rotation_mid_run_loses_no_line(rhub):
-    rhub.open("hank", "/whoami", app="whoami")
-    rhub.open("ivan", "/whoami", app="whoami")
+    opened(rhub, "hank")
+    opened(rhub, "ivan")
     reap(rhub, at=time.time())
     marks = {}
 
@@ -287,8 +310,9 @@ def test_log_rotation_mid_run_loses_no_line(rhub):
         # Called by the run after it has read the access log: a request lands in the old file,
         # logrotate renames it, Traefik reopens (USR1), the next request lands in the new file.
         marks["hank"] = time.time()
+        lines = lines_of(rhub, "hank")
         assert rhub.get("hank", "/whoami", html=False).status == 200
-        logged(rhub, "hank", count=2)
+        logged(rhub, "hank", count=lines + 1)
         os.rename(rhub.access_log, rhub.access_log.with_name("access.json.1"))
         rhub.traefik.send_signal(signal.SIGUSR1)
         marks["ivan"] = time.time()
@@ -307,7 +331,7 @@ def test_log_rotation_mid_run_loses_no_line(rhub):
 def test_log_renamed_without_reopen_loses_no_line(rhub):
     # logrotate renamed the log and created a new one; the reaper ran before postrotate's USR1
     # reached Traefik (or it never does): Traefik keeps writing to access.json.1.
-    rhub.open("lena", "/whoami", app="whoami")
+    opened(rhub, "lena")
     reap(rhub, at=time.time())
     rotated = rhub.access_log.with_name("access.json.1")
     os.rename(rhub.access_log, rotated)
@@ -384,8 +408,7 @@ class CrashingBackend(DockerBackend):
 
 
 def test_a_run_that_dies_mid_removal_is_finished_by_the_next_run(rhub):
-    rhub.open("leo", "/whoami", app="whoami")
-    logged(rhub, "leo")  # else a late log line keeps the session at the run's last look
+    opened(rhub, "leo")
     later = time.time() + 2 * HOUR
     with pytest.raises(Crash):
         reap(rhub, at=later, backend_class=CrashingBackend)
@@ -398,8 +421,7 @@ def test_a_run_that_dies_mid_removal_is_finished_by_the_next_run(rhub):
 
 
 def test_reap_command_and_sessions_show_last_activity(rhub):
-    rhub.open("nora", "/whoami", app="whoami")
-    logged(rhub, "nora")
+    opened(rhub, "nora")
     dry = rhub.cli("reap", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     (row,) = json.loads(dry.stdout)
