@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: venv lint unit integration cluster-test test-fast test prerequisites images oidc-provider molecule security molecule-debian13 demo demo-down \
+.PHONY: venv lint unit integration cluster-test test-fast test prerequisites images oidc-provider molecule molecule-cluster security molecule-debian13 demo demo-down \
 	run-local bench clean configure
 
 venv: $(VENV)/.installed
@@ -87,6 +87,16 @@ demo-down: venv
 molecule: venv oidc-provider
 	-docker volume rm servicehub-molecule-docker >/dev/null 2>&1
 	$(MOLECULE) test
+
+# A hub and two workers forming a Docker Swarm with site.yml (docs/cluster.md): converge,
+# idempotence, then logins spread over the workers and a session's reach from a worker. Its
+# own target, run by .ci/run after `make test`, which it would take past 45 minutes.
+CLUSTER_VOLUMES := servicehub-cluster-hub-docker servicehub-cluster-w1-docker servicehub-cluster-w2-docker
+molecule-cluster: venv oidc-provider
+	scripts/ensure-docker.sh
+	docker build --pull=false -q -t servicehub-test/swarm-node:12 molecule/images/swarm-node >/dev/null
+	-docker volume rm $(CLUSTER_VOLUMES) >/dev/null 2>&1
+	$(MOLECULE) test -s cluster
 
 # The whole attack suite alone: container attacks on the real daemon, then the full-stack scenario.
 security: prerequisites venv oidc-provider

@@ -93,9 +93,10 @@ def run_preflight(directory: Path, tmp_path: Path) -> subprocess.CompletedProces
     """site.yml's own play, ended right after its preflight, against this machine (check
     mode), with the wizard's inventory, group_vars and Vault file."""
     site = yaml.safe_load((ROOT / "site.yml").read_text())
-    play = {**site[0], "become": False, "tasks": []}
+    hub = next(p for p in site if p["name"] == "Servicehub hub")
+    play = {**hub, "become": False, "tasks": []}
     play["pre_tasks"] = [
-        *site[0]["pre_tasks"],
+        *hub["pre_tasks"],
         {"name": "Preflight passed", "ansible.builtin.meta": "end_play"},
     ]
     playbook = tmp_path / "play" / "preflight.yml"

@@ -41,27 +41,50 @@ OWN_HEADERS = {
 }
 
 
-def run_preflight(tmp_path: Path, extra: dict) -> subprocess.CompletedProcess[str]:
-    site = yaml.safe_load((ROOT / "site.yml").read_text())
-    # The roles stay: their defaults are part of what the preflight checks (one role defines a
-    # name, others use it). End the play right after the preflight: the proof that it passed, and
-    # a guard that nothing past it (no role, no task) runs from this test.
-    play = {**site[0], "hosts": "all", "become": False, "tasks": []}
-    play["pre_tasks"] = [
-        *site[0]["pre_tasks"],
-        {"name": "Preflight passed", "ansible.builtin.meta": "end_play"},
-    ]
+def site_play(name: str) -> dict:
+    return next(p for p in yaml.safe_load((ROOT / "site.yml").read_text()) if p["name"] == name)
+
+
+PASSED = {"name": "Preflight passed", "ansible.builtin.meta": "end_play"}
+
+
+def run_preflight(
+    tmp_path: Path, extra: dict, cluster_address: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The hub's play; with ``cluster_address``, the first play (the workers and the swarm) of
+    an inventory with a hub and a worker (both this machine, the worker at that address)."""
+    inventory = "localhost,"
+    if cluster_address is None:
+        hub = site_play("Servicehub hub")
+        # The roles stay: their defaults are part of what the preflight checks (one role defines
+        # a name, others use it). End the play right after the preflight: the proof that it
+        # passed, and a guard that nothing past it (no role, no task) runs from this test.
+        play = {**hub, "hosts": "all", "become": False, "tasks": []}
+        play["pre_tasks"] = [*hub["pre_tasks"], PASSED]
+    else:
+        first = site_play("Preflight of the workers and the swarm")
+        play = {**first, "become": False, "tasks": [*first["tasks"], PASSED]}
+        inventory = str(tmp_path / "inventory")
+        (tmp_path / "inventory").write_text(
+            f"[hub]\nhub-host swarm_advertise_address={this_machines_address()}\n"
+            f"[workers]\nworker-host swarm_advertise_address={cluster_address}\n"
+        )
     playbook = tmp_path / "preflight.yml"
     playbook.write_text(yaml.safe_dump([play]))
     variables = tmp_path / "vars.json"
     variables.write_text(json.dumps({**GOOD, **extra}))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
-        [str(ANSIBLE), "-i", "localhost,", "-c", "local", "--check", str(playbook),
+        [str(ANSIBLE), "-i", inventory, "-c", "local", "--check", str(playbook),
          "-e", f"@{variables}", "-e", f"servicehub_source_dir={ROOT}",
          "-e", "ansible_python_interpreter=/usr/bin/python3"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False,
     )  # fmt: skip
+
+
+def this_machines_address() -> str:
+    """An IPv4 address of this machine that is not loopback (Ansible's all_ipv4_addresses)."""
+    return subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()[0]
 
 
 def passed(result: subprocess.CompletedProcess[str]) -> bool:
@@ -108,6 +131,9 @@ RUNS: dict[str, dict] = {
     **{f"bad {i}": {variable: value} for i, (variable, value) in enumerate(BAD)},
 }
 
+# A cluster's first play: a worker whose address is not one of its own, and one whose is.
+CLUSTER_RUNS = {"cluster bad address": "192.0.2.254", "cluster good": this_machines_address()}
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
@@ -119,6 +145,10 @@ def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
             name: pool.submit(run_preflight, tmp_path_factory.mktemp("preflight"), extra)
             for name, extra in RUNS.items()
         }
+        for name, address in CLUSTER_RUNS.items():
+            futures[name] = pool.submit(
+                run_preflight, tmp_path_factory.mktemp("preflight"), {}, address
+            )
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -160,3 +190,11 @@ def test_volumes_root_sharing_a_filesystem_stops_the_play_when_required(results)
     required = results["separate filesystem required"]
     assert not passed(required)
     assert "servicehub_volumes_root" in required.stdout
+
+
+def test_a_cluster_checks_its_machines_before_the_hub_changes(results):
+    good = results["cluster good"]
+    assert passed(good), good.stdout[-3000:]
+    bad = results["cluster bad address"]
+    assert not passed(bad)
+    assert "swarm_advertise_address must be one of worker-host's IPv4 addresses" in bad.stdout
