@@ -41,8 +41,8 @@ OWN_HEADERS = {
 }
 
 
-def site_play(name: str) -> dict:
-    return next(p for p in yaml.safe_load((ROOT / "site.yml").read_text()) if p["name"] == name)
+def site_play(name: str, playbook: str = "site.yml") -> dict:
+    return next(p for p in yaml.safe_load((ROOT / playbook).read_text()) if p["name"] == name)
 
 
 PASSED = {"name": "Preflight passed", "ansible.builtin.meta": "end_play"}
@@ -51,8 +51,9 @@ PASSED = {"name": "Preflight passed", "ansible.builtin.meta": "end_play"}
 def run_preflight(
     tmp_path: Path, extra: dict, cluster_address: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The hub's play; with ``cluster_address``, the first play (the workers and the swarm) of
-    an inventory with a hub and a worker (both this machine, the worker at that address)."""
+    """The hub's play; with ``cluster_address``, the play site.yml starts with (the workers and
+    the swarm) on an inventory with a hub and a worker, both this machine, the worker at that
+    address."""
     inventory = "localhost,"
     if cluster_address is None:
         hub = site_play("Servicehub hub")
@@ -62,7 +63,9 @@ def run_preflight(
         play = {**hub, "hosts": "all", "become": False, "tasks": []}
         play["pre_tasks"] = [*hub["pre_tasks"], PASSED]
     else:
-        first = site_play("Preflight of the workers and the swarm")
+        first = site_play(
+            "Preflight of the workers and the swarm", "playbooks/cluster-preflight.yml"
+        )
         play = {**first, "become": False, "tasks": [*first["tasks"], PASSED]}
         inventory = str(tmp_path / "inventory")
         (tmp_path / "inventory").write_text(

@@ -13,7 +13,8 @@ import yaml
 testinfra_hosts = ["ansible://cluster-hub"]
 WORKERS = ("cluster-w1", "cluster-w2")
 IMAGE = "servicehub-example/whoami:latest"
-ROLES = Path(__file__).resolve().parents[3] / "roles"
+ROOT = Path(__file__).resolve().parents[3]
+ROLES = ROOT / "roles"
 
 
 def role_value(role, kind, name):
@@ -24,6 +25,7 @@ def role_value(role, kind, name):
 TRAEFIK_WEB_PORT = role_value("traefik", "defaults", "traefik_web_port")
 DAEMON_PORT = role_value("servicehub", "defaults", "servicehub_listen_port")
 CONFIG_PATH = role_value("servicehub", "vars", "__servicehub_config_path")
+ROUTES_DIR = role_value("traefik", "defaults", "traefik_dynamic_dir")
 
 
 def format_arg(template):
@@ -40,13 +42,6 @@ def address(name):
     return (
         worker("cluster-hub").run_test(f"docker node inspect -f {template} {name}").stdout.strip()
     )
-
-
-@pytest.fixture(scope="module")
-def pebble_root(host):
-    host.run_test("curl -sk https://127.0.0.1:15000/roots/0 -o /tmp/pebble-root.pem")
-    host.run_test("curl -sk https://127.0.0.1:15000/intermediates/0 >> /tmp/pebble-root.pem")
-    return "/tmp/pebble-root.pem"
 
 
 def browse(host, user, ca):
