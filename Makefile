@@ -70,6 +70,8 @@ molecule-debian13: venv oidc-provider
 # The whole stack on this machine: a systemd container provisioned by site.yml, self-signed TLS,
 # a local OpenID Connect provider with demo users, the example app.
 MOLECULE := PATH=$(CURDIR)/$(VENV)/bin:$$PATH molecule
+# molecule test, with the reason of a failure repeated at the end of the output.
+MOLECULE_TEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH scripts/molecule-test.sh
 demo: prerequisites venv oidc-provider
 	$(MOLECULE) converge -s demo
 	@echo
@@ -86,7 +88,7 @@ demo-down: venv
 # The inner engine's volume is removed first so every run starts from a bare host.
 molecule: venv oidc-provider
 	-docker volume rm servicehub-molecule-docker >/dev/null 2>&1
-	$(MOLECULE) test
+	$(MOLECULE_TEST) default
 
 # A hub and two workers forming a Docker Swarm with site.yml (docs/cluster.md): converge,
 # idempotence, then logins spread over the workers and a session's reach from a worker. Its
@@ -96,7 +98,7 @@ molecule-cluster: venv oidc-provider
 	scripts/ensure-docker.sh
 	docker build --pull=false -q -t servicehub-test/swarm-node:12 molecule/images/swarm-node >/dev/null
 	-docker volume rm $(CLUSTER_VOLUMES) >/dev/null 2>&1
-	$(MOLECULE) test -s cluster
+	$(MOLECULE_TEST) cluster
 
 # The whole attack suite alone: container attacks on the real daemon, then the full-stack scenario.
 security: prerequisites venv oidc-provider

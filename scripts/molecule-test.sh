@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# molecule test of one scenario, its output as it comes; when it fails, the reason again at the
+# very end (failed tests with their assertion, failed Ansible tasks), where a CI log's tail shows
+# it: Molecule's own cleanup and destroy output would otherwise bury it.
+# Usage: scripts/molecule-test.sh SCENARIO (with molecule on PATH)
+set -uo pipefail
+scenario=${1:?usage: $0 SCENARIO}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+molecule test -s "$scenario" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then
+    plain=$(sed 's/\x1b\[[0-9;]*m//g' "$log")
+    echo
+    echo "==== molecule test -s $scenario failed (exit $status); why, repeated from above ===="
+    # pytest's traceback of each failure, cut to its end: the assertion and its message.
+    sed -n '/=\{5,\} FAILURES =\{5,\}/,/short test summary info/p' <<<"$plain" | tail -n 60
+    grep -E '^(FAILED|ERROR) ' <<<"$plain" | tail -n 20
+    grep -E '^fatal: |^failed: ' <<<"$plain" | cut -c1-400 | tail -n 10
+fi
+exit "$status"
