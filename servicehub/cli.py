@@ -291,6 +291,20 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dir_helper(args: argparse.Namespace) -> int:
+    """Root's directory helper (dir_helper.py): serves the socket systemd hands over."""
+    import socket
+
+    from .dir_helper import serve
+
+    _config(args)  # a bad file stops it here, naming the key
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+        _error("dir-helper runs from servicehub-dirs.socket: systemd passes it one socket")
+        return EXIT_USAGE
+    serve(lambda: _config(args), socket.socket(fileno=3))  # SD_LISTEN_FDS_START
+    return EXIT_OK
+
+
 def _common_options(*, on_subcommand: bool) -> argparse.ArgumentParser:
     """-c and -v, accepted before and after the subcommand. The subcommand's copy has no
     default (SUPPRESS), so it only overrides the top-level value when given."""
@@ -359,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="no table (the timer's way: the log has the summary and every changed decision)",
     )
     p.set_defaults(func=cmd_reap)
+    p = command("dir-helper", "make users' directories as root for the daemon (a systemd unit)")
+    p.set_defaults(func=cmd_dir_helper)
     p = command("check-config", "validate the config file and exit")
     json_flag(p, "one object, ok true or false (then with the key and the error)")
     p.set_defaults(func=cmd_check_config)

@@ -160,6 +160,9 @@ class Config:
     pages: PagesConfig = field(default_factory=PagesConfig)  # home and admin pages
     backend: BackendConfig = field(default_factory=BackendConfig)  # this host, or a swarm
     capacity: CapacityConfig = field(default_factory=CapacityConfig)  # sessions at once
+    # Root's helper that makes users' and groups' directories (dir_helper.py); None: the
+    # daemon makes them itself with CAP_CHOWN.
+    dir_helper: Path | None = None
     # Not from the file: secrets come from the environment only.
     proxy_secret: str | None = None
 
@@ -477,6 +480,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         top.text("volumes_root", "/var/lib/servicehub/volumes", pattern=ABS_PATH_RE)
     )
     state_dir = Path(top.text("state_dir", "/var/lib/servicehub", pattern=ABS_PATH_RE))
+    dir_helper = top.text("dir_helper", None, pattern=ABS_PATH_RE)
     identity = _identity(top.section("identity"))
     traefik = _traefik(top.section("traefik"))
     roots = parse_host_roots(
@@ -513,6 +517,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         pages=pages,
         backend=backend,
         capacity=capacity,
+        dir_helper=Path(dir_helper) if dir_helper is not None else None,
         proxy_secret=proxy_secret,
     )
 

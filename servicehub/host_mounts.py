@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .app_mounts import Dataset, Secret, inside
 from .config_section import ConfigError
+from .dir_helper import request_dir, root_path
 from .journal import event as journal_fields
 
 if TYPE_CHECKING:  # config imports this module to check the host when it loads a file
@@ -100,7 +101,7 @@ def session_mounts(
         raise MountError("a shared dataset or secret of this app is not available") from exc
     for group_dir in app.mounts.group_dirs:
         if group_dir.group in groups:  # non-members never see it, not even empty
-            path = owned_dir(config.roots.groups, group_dir.host_name(app.name), app)
+            path = owned_dir(config, "groups", group_dir.host_name(app.name), app)
             mounts.append(_bind(path, group_dir.mount, group_dir.read_only))
     return mounts
 
@@ -114,21 +115,27 @@ def volume_source(config: Config, app: AppConfig, slug: str) -> Path | None:
     name = app.volume_name(slug)
     if name is None:
         return None
-    return owned_dir(str(config.volumes_root), name, app)
+    return owned_dir(config, "volumes", name, app)
 
 
-def owned_dir(root: str, name: str, app: AppConfig) -> Path:
-    """``root/name``, made on first use with mode 0700 and owned by the app's uid:gid (every
-    container of an app runs as that user, so all of them, and nobody else, may use it)."""
-    path = Path(root) / name
+def owned_dir(config: Config, root: str, name: str, app: AppConfig) -> Path:
+    """``name`` in the ``root`` ("volumes" or "groups"), made on first use with mode 0700 and
+    owned by the app's uid:gid (every container of an app runs as that user, so all of them,
+    and nobody else, may use it): by the daemon with CAP_CHOWN, or by root's ``dir_helper``
+    where the filesystem checks a chown by uid (a shared one: docs/cluster.md)."""
+    parent = root_path(config, root)
+    path = parent / name
     if not path.exists():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Create then hand over: the app user must own its data, not root.
-            path.mkdir(mode=0o700)
-            os.chown(path, app.uid, app.gid)
+            if config.dir_helper is not None:
+                request_dir(config.dir_helper, root, name, app.name)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Create then hand over: the app user must own its data, not root.
+                path.mkdir(mode=0o700)
+                os.chown(path, app.uid, app.gid)
         except OSError as exc:
-            raise volume_error(Path(root), path, exc) from exc
+            raise volume_error(parent, path, exc) from exc
     return path
 
 

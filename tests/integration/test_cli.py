@@ -1,6 +1,7 @@
 """The operator's commands against a running hub."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -82,3 +83,34 @@ def test_reap_prints_its_table_and_quiet_prints_none(hub):
     quiet = hub.cli("reap", "--quiet")
     assert quiet.returncode == 0 and quiet.stdout == ""
     assert "reaper run: 1 session(s), 0 reaped" in quiet.stderr
+
+
+def test_dir_helper_serves_the_socket_systemd_hands_it(tmp_path):
+    """``servicehub dir-helper`` as servicehub-dirs.service runs it: socket activation (here by
+    systemd-socket-activate, which passes the socket as systemd does), one request, one
+    directory for the app's user; started by hand, it refuses and says why."""
+    from servicehub.dir_helper import request_dir
+    from tests.harness import wait_for
+
+    uid = os.getuid() or 1000  # root hands it to a user; anyone else only to themselves
+    gid = os.getgid() or 1000
+    (tmp_path / "volumes").mkdir()
+    (tmp_path / "groups").mkdir()
+    config = tmp_path / "servicehub.yml"
+    config.write_text(
+        f"volumes_root: {tmp_path}/volumes\ngroups_root: {tmp_path}/groups\n"
+        f"apps:\n  nb: {{image: x, user: '{uid}:{gid}'}}\n"
+    )
+    command = [sys.executable, "-m", "servicehub", "--config", str(config), "dir-helper"]
+    by_hand = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert by_hand.returncode == 2 and "servicehub-dirs.socket" in by_hand.stderr
+    sock = tmp_path / "dirs.sock"
+    helper = subprocess.Popen(["systemd-socket-activate", "-l", str(sock), *command])
+    try:
+        wait_for(sock.exists, 30, "the helper's socket")
+        request_dir(sock, "volumes", "nb-alice-x", "nb")
+        made = (tmp_path / "volumes" / "nb-alice-x").stat()
+        assert (made.st_uid, made.st_gid, made.st_mode & 0o777) == (uid, gid, 0o700)
+    finally:
+        helper.terminate()
+        helper.wait(timeout=10)

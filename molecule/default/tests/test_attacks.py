@@ -56,6 +56,9 @@ DAEMON_PORT = VARIABLES["servicehub_listen_port"]
 BACKEND_PORTS = {"traefik web": WEB_PORT, "traefik api": API_PORT, "daemon": DAEMON_PORT}
 VOLUMES_ROOT = VARIABLES["servicehub_volumes_root"]
 ROUTES_DIR = VARIABLES["traefik_dynamic_dir"]
+DIRS_SOCKET = VARIABLES["__servicehub_dirs_socket"]
+DIRS_UNIT = VARIABLES["__servicehub_dirs_unit"]
+DAEMON_ACCOUNT = VARIABLES["__servicehub_user"]
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -587,6 +590,60 @@ def test_no_user_container_has_the_docker_socket_or_host_paths(host, alice, bob)
         assert container["HostConfig"]["Privileged"] is False
         assert container["HostConfig"]["CapDrop"] == ["ALL"]
         assert "no-new-privileges:true" in container["HostConfig"]["SecurityOpt"]
+
+
+def ask_dir_helper(host, account: str, request: dict) -> dict:
+    """One request to root's directory helper as ``account``: its answer, or {"refused": why}
+    when the socket refuses the connection."""
+    probe = (
+        "import json, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        "    s.connect(sys.argv[1])\n"
+        "except OSError as e:\n"
+        "    print(json.dumps({'refused': e.strerror}))\n"
+        "    sys.exit()\n"
+        "s.sendall(sys.argv[2].encode() + b'\\n')\n"
+        "print(s.makefile().readline())\n"
+    )
+    args = [probe, DIRS_SOCKET, json.dumps(request)]
+    cmd = host.run(f"runuser -u {account} -- python3 -c " + " ".join(map(shell_quote, args)))
+    assert cmd.rc == 0, cmd.stderr
+    return json.loads(cmd.stdout)
+
+
+def test_only_the_daemons_account_may_ask_root_for_a_directory(host, alice):
+    # alice's volume was made by the helper: her login started it through its socket.
+    assert host.service(DIRS_UNIT).is_running
+    request = {"root": "volumes", "name": "whoami-by-nobody", "app": "whoami"}
+    assert ask_dir_helper(host, "nobody", request) == {"refused": "Permission denied"}
+    assert not host.file(f"{VOLUMES_ROOT}/whoami-by-nobody").exists
+
+
+@pytest.mark.parametrize(
+    ("request_", "refusal"),
+    [
+        ({"root": "volumes", "name": "../../../../etc/evil", "app": "whoami"}, "path component"),
+        ({"root": "/etc", "name": "evil", "app": "whoami"}, "root must be one of"),
+        ({"root": "volumes", "name": "evil", "app": "no-such-app"}, "configured apps"),
+    ],
+)
+def test_the_directory_helper_makes_nothing_outside_its_roots(host, request_, refusal):
+    answer = ask_dir_helper(host, DAEMON_ACCOUNT, request_)
+    assert refusal in answer["error"], answer
+    assert not host.file("/etc/evil").exists and not host.file(f"{VOLUMES_ROOT}/evil").exists
+
+
+def test_the_directory_helper_hands_a_new_directory_to_the_apps_user(host, alice):
+    request = {"root": "volumes", "name": "whoami-helper-probe", "app": "whoami"}
+    try:
+        assert ask_dir_helper(host, DAEMON_ACCOUNT, request) == {"ok": True}
+        probe = host.run_test(f"stat -c '%u:%g %a' {VOLUMES_ROOT}/whoami-helper-probe").stdout
+        slug = container_of(host, ALICE)["Config"]["Labels"]["servicehub.slug"]
+        hers = host.run_test(f"stat -c '%u:%g %a' {VOLUMES_ROOT}/whoami-{slug}").stdout
+        assert probe == hers and probe.split()[1] == "700"  # as the daemon's spawn made hers
+    finally:
+        host.run(f"rmdir {VOLUMES_ROOT}/whoami-helper-probe")
 
 
 def test_the_firewall_refuses_and_counts_a_container_knocking_on_the_host(host, alice):
