@@ -22,8 +22,8 @@ import os
 import re
 import socket
 import stat
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
