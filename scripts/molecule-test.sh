@@ -11,12 +11,13 @@ trap 'rm -f "$log"' EXIT
 molecule test -s "$scenario" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
-    plain=$(sed 's/\x1b\[[0-9;]*m//g' "$log")
+    # Without colours, and without the frame Molecule draws around a step's output.
+    plain=$(sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *│ \{0,1\}//' "$log")
     echo
     echo "==== molecule test -s $scenario failed (exit $status); why, repeated from above ===="
     # pytest's traceback of each failure, cut to its end: the assertion and its message.
     sed -n '/=\{5,\} FAILURES =\{5,\}/,/short test summary info/p' <<<"$plain" | tail -n 60
-    grep -E '^(FAILED|ERROR) ' <<<"$plain" | tail -n 20
-    grep -E '^fatal: |^failed: ' <<<"$plain" | cut -c1-400 | tail -n 10
+    grep -E '^FAILED .*::' <<<"$plain" | tail -n 20
+    grep -E '^fatal: |^failed: |^ERROR ' <<<"$plain" | cut -c1-400 | tail -n 10
 fi
 exit "$status"
