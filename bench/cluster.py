@@ -26,14 +26,13 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.spawn import plain_docker_run
+from bench.spawn import answers, plain_docker_run
 from servicehub.config import parse_config
 from servicehub.docker_client import DockerClient
 from servicehub.swarm import current_task, nodes_from, placement, service_spec
@@ -55,14 +54,6 @@ def settings(cluster: Cluster) -> dict[str, Any]:
     base = swarm_settings(cluster)
     base["backend"]["swarm"]["cpu_reservation"] = 0.02
     return base
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 async def plain_service(client: DockerClient, cluster: Cluster, name: str) -> float:
