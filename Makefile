@@ -93,7 +93,8 @@ molecule: venv oidc-provider
 # A hub and two workers forming a Docker Swarm with site.yml (docs/cluster.md): converge,
 # idempotence, then logins spread over the workers and a session's reach from a worker. Its
 # own target, run by .ci/run after `make test`, which it would take past 45 minutes.
-CLUSTER_VOLUMES := servicehub-cluster-hub-docker servicehub-cluster-w1-docker servicehub-cluster-w2-docker
+CLUSTER_VOLUMES := servicehub-cluster-hub-docker servicehub-cluster-hub-bricks \
+	servicehub-cluster-w1-docker servicehub-cluster-w2-docker
 molecule-cluster: venv oidc-provider
 	scripts/ensure-docker.sh
 	docker build --pull=false -q -t servicehub-test/swarm-node:12 molecule/images/swarm-node >/dev/null

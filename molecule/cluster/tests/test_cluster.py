@@ -26,6 +26,13 @@ TRAEFIK_WEB_PORT = role_value("traefik", "defaults", "traefik_web_port")
 DAEMON_PORT = role_value("servicehub", "defaults", "servicehub_listen_port")
 CONFIG_PATH = role_value("servicehub", "vars", "__servicehub_config_path")
 ROUTES_DIR = role_value("traefik", "defaults", "traefik_dynamic_dir")
+# The daemon's directories every member mounts (roles/servicehub/tasks/shared_dirs.yml).
+SHARED_DIRS = {
+    "volumes": role_value("servicehub", "defaults", "servicehub_volumes_root"),
+    "groups": role_value("servicehub", "defaults", "servicehub_groups_root"),
+}
+GLUSTER_PREFIX = role_value("swarm", "vars", "__swarm_gluster_volume_prefix")
+GLUSTERD_PORT = role_value("swarm", "vars", "__swarm_gluster_tcp_ports")[0]
 
 
 def format_arg(template):
@@ -106,6 +113,21 @@ def test_the_join_token_is_in_no_log(name):
     assert found.stdout.strip() == "0", found.stdout
 
 
+@pytest.mark.parametrize("name", ["cluster-hub", *WORKERS])
+def test_every_member_mounts_the_shared_directories_from_the_hub(name):
+    hub = address("cluster-hub")
+    for dir_name, path in SHARED_DIRS.items():
+        mounted = worker(name).run_test(f"findmnt -n -o FSTYPE,SOURCE {path}").stdout.split()
+        assert mounted == ["fuse.glusterfs", f"{hub}:/{GLUSTER_PREFIX}{dir_name}"], (path, mounted)
+
+
+def test_the_shared_volumes_accept_the_members_only(host):
+    members = sorted(address(name) for name in ("cluster-hub", *WORKERS))
+    for dir_name in SHARED_DIRS:
+        answer = host.run_test(f"gluster volume get {GLUSTER_PREFIX}{dir_name} auth.allow")
+        assert answer.stdout.splitlines()[-1].split()[-1] == ",".join(members)
+
+
 def test_logins_spread_sessions_over_both_workers(host, pebble_root):
     alice = browse(host, "alice", pebble_root)
     bob = browse(host, "bob", pebble_root)
@@ -161,6 +183,7 @@ def test_a_session_on_a_worker_reaches_no_other_session_nor_any_members_service(
     assert not connects(alice_node, address(alice_node), 7946)
     assert not connects(alice_node, hub, TRAEFIK_WEB_PORT)
     assert not connects(alice_node, hub, DAEMON_PORT)
+    assert not connects(alice_node, hub, GLUSTERD_PORT)  # users' data: through its mount only
 
 
 def test_only_members_reach_the_swarm_ports(host):
@@ -171,3 +194,9 @@ def test_only_members_reach_the_swarm_ports(host):
         with socket.socket() as s:
             s.settimeout(3)
             assert s.connect_ex((address(name), 2377 if name == "cluster-hub" else 7946)) != 0
+    # GlusterFS, which serves the users' directories: a worker reaches it, this machine not.
+    hub = address("cluster-hub")
+    assert worker(WORKERS[0]).run(f"timeout 3 bash -c '</dev/tcp/{hub}/{GLUSTERD_PORT}'").rc == 0
+    with socket.socket() as s:
+        s.settimeout(3)
+        assert s.connect_ex((hub, GLUSTERD_PORT)) != 0

@@ -2,6 +2,7 @@
 and remove a worker; then a worker dies. After test_cluster.py (pytest runs the files in name
 order): these change the cluster, and the last one kills a worker."""
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from test_cluster import (
     ROLES,
     ROOT,
     ROUTES_DIR,
+    SHARED_DIRS,
     WORKERS,
     address,
     browse,
@@ -42,6 +44,27 @@ def playbook(host, name, worker):
     return {m[1]: int(m[2]) for m in re.finditer(RECAP, recap, re.M)}
 
 
+def write_note(user, node, text):
+    """Write /data/note inside ``user``'s session container on ``node``, as the app's user."""
+    container = (
+        worker(node).run_test(f"docker ps -q --filter label=servicehub.user={user}").stdout.split()
+    )
+    assert len(container) == 1, container
+    worker(node).run_test(f"docker exec {container[0]} sh -c 'echo {text} > /data/note'")
+
+
+def read_note(host, user, pebble_root):
+    """GET /data/note through Apache and the user's session, wherever it runs."""
+    name = user.split("@")[0]
+    cmd = host.run(
+        f"hubclient --user {name} --password {name}-password --ca {pebble_root} --path /data/note"
+    )
+    assert cmd.rc == 0, cmd.stderr + cmd.stdout
+    result = json.loads(cmd.stdout)
+    assert result["status"] == 200, result
+    return result["body"].strip()
+
+
 def availability(host, name):
     template = format_arg("{{ .Spec.Availability }}")
     return host.run_test(f"docker node inspect -f {template} {name}").stdout.strip()
@@ -56,11 +79,14 @@ def test_drain_ends_a_workers_sessions_and_their_next_request_runs_elsewhere(hos
     browse(host, "bob", pebble_root)
     (drained,) = session_nodes(host)["alice@example.org"]
     (other,) = set(WORKERS) - {drained}
+    write_note("alice@example.org", drained, "written-on-" + drained)
     assert playbook(host, "drain-worker.yml", drained)["cluster-hub"] > 0
     assert availability(host, drained) == "drain"
     assert running_on(host, drained) == []
     browse(host, "alice", pebble_root)
     assert session_nodes(host)["alice@example.org"] == [other]
+    # Her data followed her: the file her session wrote on one worker, read on the other.
+    assert read_note(host, "alice@example.org", pebble_root) == "written-on-" + drained
     assert set(playbook(host, "drain-worker.yml", drained).values()) == {0}
 
 
@@ -79,12 +105,14 @@ def test_remove_worker_then_add_it_again(host, pebble_root):
     gone = "cluster-w2"
     gone_address = address(gone)
     changed = playbook(host, "remove-worker.yml", gone)
-    assert changed["cluster-hub"] > 0 and changed[gone] == 0  # it leaves; its rules stay
+    assert changed["cluster-hub"] > 0 and changed[gone] > 0  # it leaves, unmounts; rules stay
     names = host.run_test("docker node ls --format " + format_arg("{{ .Hostname }}")).stdout
     assert sorted(names.split()) == ["cluster-hub", "cluster-w1"]
     state = format_arg("{{ .Swarm.LocalNodeState }}")
     assert worker(gone).run_test(f"docker info -f {state}").stdout.strip() == "inactive"
     assert gone_address not in members(host)
+    for path in SHARED_DIRS.values():
+        assert worker(gone).run(f"findmnt {path}").rc != 0, path
     assert set(playbook(host, "remove-worker.yml", gone).values()) == {0}
 
     assert playbook(host, "add-worker.yml", gone)[gone] > 0
@@ -97,6 +125,10 @@ def test_remove_worker_then_add_it_again(host, pebble_root):
         "cluster-w2 Ready Active",
     ]
     assert address(gone) in members(host)
+    for path in SHARED_DIRS.values():
+        assert worker(gone).run_test(f"findmnt -n -o FSTYPE {path}").stdout.strip() == (
+            "fuse.glusterfs"
+        )
 
 
 def test_a_dead_worker_loses_its_sessions_and_the_next_request_runs_elsewhere(host, pebble_root):
