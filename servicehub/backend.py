@@ -233,7 +233,10 @@ class DockerBackend:
         name = SessionKey(app.name, slug).container(self.config.hub)
         spec = container_spec(self.config.hub, app, user, slug, address)
         try:
-            spec["HostConfig"]["Mounts"] = session_mounts(self.config, app, slug, groups)
+            # A thread: the root helper may make a directory on a slow shared filesystem.
+            spec["HostConfig"]["Mounts"] = await asyncio.to_thread(
+                session_mounts, self.config, app, slug, groups
+            )
         except MountError as exc:
             raise SpawnError(str(exc)) from exc
         container_id = await self._create(app, slug, name, spec)

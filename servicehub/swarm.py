@@ -443,7 +443,8 @@ class SwarmBackend:
     ) -> SessionInfo:
         """Create the session's service and wait until its task runs (or cannot)."""
         try:
-            mounts = session_mounts(self.config, app, slug, groups)
+            # A thread: the root helper makes the directory on the shared filesystem.
+            mounts = await asyncio.to_thread(session_mounts, self.config, app, slug, groups)
         except MountError as exc:
             raise SpawnError(str(exc)) from exc
         if not self.nodes:
