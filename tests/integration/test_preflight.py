@@ -134,8 +134,16 @@ RUNS: dict[str, dict] = {
     **{f"bad {i}": {variable: value} for i, (variable, value) in enumerate(BAD)},
 }
 
-# A cluster's first play: a worker whose address is not one of its own, and one whose is.
-CLUSTER_RUNS = {"cluster bad address": "192.0.2.254", "cluster good": this_machines_address()}
+# A cluster's first play: a worker whose address is not one of its own, and one whose is; then
+# good addresses with bad shared storage. "{full}": a directory that already holds a user's.
+CLUSTER_RUNS: dict[str, tuple[str, dict]] = {
+    "cluster bad address": ("192.0.2.254", {}),
+    "cluster good": (this_machines_address(), {}),
+    "cluster bad storage": (this_machines_address(), {"swarm_shared_storage": "nfs"}),
+    "cluster external unmounted": (this_machines_address(), {"swarm_shared_storage": "external"}),
+    "cluster data hidden": (this_machines_address(), {"servicehub_volumes_root": "{full}"}),
+    "cluster relative bricks": (this_machines_address(), {"swarm_gluster_bricks_dir": "bricks"}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +156,12 @@ def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
             name: pool.submit(run_preflight, tmp_path_factory.mktemp("preflight"), extra)
             for name, extra in RUNS.items()
         }
-        for name, address in CLUSTER_RUNS.items():
+        full = tmp_path_factory.mktemp("volumes")
+        (full / "whoami-alice").mkdir()
+        for name, (address, extra) in CLUSTER_RUNS.items():
+            extra = {k: v.format(full=full) if isinstance(v, str) else v for k, v in extra.items()}
             futures[name] = pool.submit(
-                run_preflight, tmp_path_factory.mktemp("preflight"), {}, address
+                run_preflight, tmp_path_factory.mktemp("preflight"), extra, address
             )
         return {name: future.result() for name, future in futures.items()}
 
@@ -201,3 +212,20 @@ def test_a_cluster_checks_its_machines_before_the_hub_changes(results):
     bad = results["cluster bad address"]
     assert not passed(bad)
     assert "swarm_advertise_address must be one of worker-host's IPv4 addresses" in bad.stdout
+
+
+def test_a_cluster_checks_its_shared_storage_before_anything_changes(results):
+    bad = results["cluster bad storage"]
+    assert not passed(bad)
+    assert "swarm_shared_storage must be glusterfs or external; got 'nfs'" in bad.stdout
+    bricks = results["cluster relative bricks"]
+    assert not passed(bricks)
+    assert "swarm_gluster_bricks_dir must be an absolute path" in bricks.stdout
+    # External storage: the operator's mounts must be there.
+    unmounted = results["cluster external unmounted"]
+    assert not passed(unmounted)
+    assert "swarm_shared_storage is external, but /" in unmounted.stdout
+    # A user's directory where a volume would be mounted: stopped, not hidden.
+    hidden = results["cluster data hidden"]
+    assert not passed(hidden)
+    assert "already holds 1 entries, which the shared filesystem mounted there" in hidden.stdout
