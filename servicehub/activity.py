@@ -128,8 +128,10 @@ class Usage:
 
 def usage_between(before: Counters | None, after: Counters | None) -> Usage | None:
     """What happened between two samples whose ``read`` times are on one clock: the reaper's
-    monotonic clock, of one boot."""
-    if before is None or after is None:
+    monotonic clock of one boot, or the monotonic clock of the swarm node that took both
+    (their ``boot``). The same sample twice (a node's file not rewritten since) is no interval:
+    no usage, rather than an idle one."""
+    if before is None or after is None or before.boot != after.boot:
         return None
     seconds = after.read - before.read
     if seconds <= 0 or after.net_bytes < before.net_bytes or after.cpu_ns < before.cpu_ns:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config_section import ConfigError, Section
@@ -32,6 +33,9 @@ class SwarmConfig:
     cpu_reservation: float = 0.25
     # How often the hub lists the swarm's tasks to notice sessions that ended (a dead worker).
     watch_interval: float = 10.0
+    # Where each node's collector writes its sessions' counters (node_counters.py): a
+    # directory every member of the swarm mounts at this same path.
+    counters_dir: Path = Path("/var/lib/servicehub/counters")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ def parse_backend(section: Section) -> BackendConfig:
         memory_reservation=_share(sw, "memory_reservation", SwarmConfig.memory_reservation),
         cpu_reservation=_share(sw, "cpu_reservation", SwarmConfig.cpu_reservation),
         watch_interval=sw.duration("watch_interval", SwarmConfig.watch_interval),
+        counters_dir=Path(sw.abs_path("counters_dir", str(SwarmConfig.counters_dir))),
     )
     sw.finish()
     section.finish()

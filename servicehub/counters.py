@@ -39,7 +39,10 @@ class Counters:
 
     A backend stamps ``read`` with the wall clock (unix time, as Docker's stats API does); the
     reaper re-stamps it on the monotonic clock (``sample_time``) before it computes a rate or
-    keeps the sample, so a rate is always over monotonic seconds of one boot."""
+    keeps the sample, so a rate is always over monotonic seconds of one boot. A swarm node's
+    collector (``node_counters.py``) stamps it with that node's monotonic clock and names the
+    node's ``boot``: the reaper keeps such a time as it is, and compares it only with samples
+    of the same boot."""
 
     read: float  # when the sample was taken: unix time from a backend, monotonic in the reaper
     net_bytes: int  # received + sent on all of the container's interfaces
@@ -48,27 +51,33 @@ class Counters:
     # Memory in use, when Docker's API gave the sample (the admin view's figure where the
     # daemon's sandbox hides the container's processes); not kept between reaper runs.
     memory_bytes: int | None = None
+    # The boot id of the host on whose CLOCK_BOOTTIME ``read`` is; None: the reaper's clocks.
+    boot: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "read": self.read,
             "net_bytes": self.net_bytes,
             "cpu_ns": self.cpu_ns,
             "pid": self.pid,
         }
+        if self.boot is not None:
+            data["boot"] = self.boot
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Counters | None:
         if isinstance(data, dict):
             read, net, cpu = data.get("read"), data.get("net_bytes"), data.get("cpu_ns")
-            pid = data.get("pid", 0)
+            pid, boot = data.get("pid", 0), data.get("boot")
             if (
                 isinstance(read, (int, float))
                 and isinstance(net, int)
                 and isinstance(cpu, int)
                 and isinstance(pid, int)
+                and (boot is None or isinstance(boot, str))
             ):
-                return cls(float(read), net, cpu, pid)
+                return cls(float(read), net, cpu, pid, boot=boot)
         return None
 
 

@@ -51,8 +51,9 @@ JournalReader = Callable[
 
 @dataclass(frozen=True)
 class Collected:
-    """What one run gathered. Counter samples are on the monotonic clock; the rest is as its
-    source stamped it (wall clock), to be placed by the decision."""
+    """What one run gathered. Counter samples are on the monotonic clock (the reaper's, or
+    their node's: ``Counters.boot``); the rest is as its source stamped it (wall clock), to be
+    placed by the decision."""
 
     requests: dict[str, float]  # latest request per router (``name@file``), from the access log
     position: LogPosition | None  # the access log's position after this run
@@ -166,12 +167,14 @@ class Collector:
         return samples
 
     async def _sample(self, info: SessionInfo, pid: int) -> Counters | None:
-        """The container's counters, their time re-stamped on the monotonic clock."""
+        """The container's counters, their time re-stamped on the monotonic clock. A swarm
+        node's sample is already on its node's (``boot``) and may be up to a collector period
+        old: re-stamped, it would take the time of this call, and a rate the wrong interval."""
         before = self.now()
         found = await self.backend.counters(info.container_id, pid)
         after = self.now()
-        if found is None:
-            return None
+        if found is None or found.boot is not None:
+            return found
         read = sample_time(found.read, before, after)
         return Counters(read, found.net_bytes, found.cpu_ns, found.pid, found.memory_bytes)
 

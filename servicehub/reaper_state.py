@@ -36,8 +36,9 @@ def state_path(config: Config) -> Path:
 @dataclass(slots=True)
 class SessionRecord:
     """One container as the last run left it. The monotonic times (``*_mono``, the counters'
-    ``read``) are seconds of CLOCK_BOOTTIME of the state's ``boot``; ``last`` is the same
-    activity on that run's wall clock, for people (``servicehub sessions``)."""
+    ``read`` unless they name another ``boot``: a swarm node's) are seconds of CLOCK_BOOTTIME
+    of the state's ``boot``; ``last`` is the same activity on that run's wall clock, for people
+    (``servicehub sessions``)."""
 
     container_id: str
     last: Activity | None  # latest activity seen (not counting the spawn itself)

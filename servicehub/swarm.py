@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -37,12 +38,15 @@ from .config_section import parse_size
 from .counters import Counters
 from .docker_client import DockerClient, DockerError
 from .host_mounts import MountError, session_mounts
+from .node_counters import read_samples
 from .session_info import LABEL, SessionInfo, identity_from_labels
 from .session_key import SessionKey
 
 log = logging.getLogger("servicehub.swarm")
 # A task waiting for a node with room this long means the swarm is full: the user is told so.
 CAPACITY_WAIT = 10.0
+# The nodes' counter files are rewritten every 20 s or so: a second-old reading is as fresh.
+COUNTERS_TTL = 1.0
 
 # Swarm's task states (swarmkit's api.TaskState) as the Docker container states the rest of
 # servicehub knows: only "running" routes; "created" is still on its way.
@@ -356,6 +360,9 @@ class SwarmBackend:
         self.config = config
         self.docker = client or DockerClient(config.docker_socket)
         self.nodes: dict[str, Node] = {}
+        self._collected: dict[str, Counters] = {}
+        self._read_at: float | None = None
+        self.clock: Callable[[], float] = time.monotonic  # when the samples were last read
 
     def _hub_filter(self) -> str:
         return json.dumps({"label": [f"{LABEL}.hub={self.config.hub}"]})
@@ -530,9 +537,20 @@ class SwarmBackend:
             return f"(no logs: {exc})"
 
     async def counters(self, container_id: str, pid: int = 0) -> Counters | None:
-        # A task's counters are on its node, not here: collecting them is still to be built
-        # (docs/cluster.md, "The reaper"). Until then only requests through the hub count.
-        return None
+        """The session's latest sample from its node's collector (``node_counters.py``), on
+        that node's clock; None without a fresh one. ``pid`` is the node's: not used here."""
+        return self._samples().get(container_id)
+
+    def _samples(self) -> dict[str, Counters]:
+        """Every node's samples, read again at most every ``COUNTERS_TTL``: a reaper run or
+        an admin page asks for every session in turn, and costs one read of each node's file.
+        Read in the loop: a few small files, where a thread would cost as much as the reads."""
+        now = self.clock()
+        if self._read_at is None or now - self._read_at >= COUNTERS_TTL:
+            directory = self.config.backend.swarm.counters_dir
+            self._collected = read_samples(directory, time.time())
+            self._read_at = now
+        return self._collected
 
     async def events(self) -> AsyncIterator[SessionEvent]:
         """Sessions that start, end or vanish, from a listing every ``watch_interval``: the

@@ -3,6 +3,8 @@
 Runs site.yml's own play (the preflight of every role in its pre_tasks, its roles, whose
 defaults the whole play sees) with real Ansible against this machine, in check mode, and ends
 it right after the pre_tasks: nothing on the machine changes, whether the preflight passes or not.
+The hub's cases are one run over an inventory of one host per case, all this machine with the
+case's variables: starting Ansible once per case cost three and a half minutes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,53 +48,96 @@ def site_play(name: str, playbook: str = "site.yml") -> dict:
     return next(p for p in yaml.safe_load((ROOT / playbook).read_text()) if p["name"] == name)
 
 
-PASSED = {"name": "Preflight passed", "ansible.builtin.meta": "end_play"}
+PASSED = [
+    {"name": "Preflight passed", "ansible.builtin.debug": {"msg": "passed"}},
+    {"name": "End here", "ansible.builtin.meta": "end_host"},
+]
 
 
-def run_preflight(
-    tmp_path: Path, extra: dict, cluster_address: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The hub's play; with ``cluster_address``, the play site.yml starts with (the workers and
-    the swarm) on an inventory with a hub and a worker, both this machine, the worker at that
-    address."""
-    inventory = "localhost,"
-    if cluster_address is None:
-        hub = site_play("Servicehub hub")
-        # The roles stay: their defaults are part of what the preflight checks (one role defines
-        # a name, others use it). End the play right after the preflight: the proof that it
-        # passed, and a guard that nothing past it (no role, no task) runs from this test.
-        play = {**hub, "hosts": "all", "become": False, "tasks": []}
-        play["pre_tasks"] = [*hub["pre_tasks"], PASSED]
-    else:
-        first = site_play(
-            "Preflight of the workers and the swarm", "playbooks/cluster-preflight.yml"
-        )
-        play = {**first, "become": False, "tasks": [*first["tasks"], PASSED]}
-        inventory = str(tmp_path / "inventory")
-        (tmp_path / "inventory").write_text(
-            f"[hub]\nhub-host swarm_advertise_address={this_machines_address()}\n"
-            f"[workers]\nworker-host swarm_advertise_address={cluster_address}\n"
-        )
-    playbook = tmp_path / "preflight.yml"
+@dataclass
+class Outcome:
+    """One case's run: did it reach the end of the preflight, the message of its first failed
+    task, and every message it printed (in order)."""
+
+    passed: bool
+    error: str
+    output: str
+    tasks: list[str]  # the names of the tasks it ran, in order
+
+
+def outcomes(stdout: str) -> dict[str, Outcome]:
+    """Each host's outcome from the json callback's report of the run."""
+    report = json.loads(stdout[stdout.index("{") :])
+    found: dict[str, Outcome] = {}
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for name, result in task["hosts"].items():
+                outcome = found.setdefault(name, Outcome(False, "", "", []))
+                text = json.dumps(result, ensure_ascii=False)
+                outcome.output += text + "\n"
+                if not result.get("skipped"):
+                    outcome.tasks.append(task["task"]["name"])
+                if result.get("failed") and not outcome.error:
+                    outcome.error = text
+                if task["task"]["name"] == "Preflight passed" and not result.get("skipped"):
+                    outcome.passed = not result.get("failed")
+    return found
+
+
+def run_playbook(tmp_path: Path, play: dict, inventory: dict) -> str:
+    """``play`` over ``inventory`` (every host this machine), in check mode; the json report."""
+    playbook, hosts = tmp_path / "preflight.yml", tmp_path / "inventory.yml"
     playbook.write_text(yaml.safe_dump([play]))
-    variables = tmp_path / "vars.json"
-    variables.write_text(json.dumps({**GOOD, **extra}))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    hosts.write_text(yaml.safe_dump(inventory))
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+    }
     return subprocess.run(
-        [str(ANSIBLE), "-i", inventory, "-c", "local", "--check", str(playbook),
-         "-e", f"@{variables}", "-e", f"servicehub_source_dir={ROOT}",
+        [str(ANSIBLE), "-i", str(hosts), "-c", "local", "--check", str(playbook),
+         "-e", f"servicehub_source_dir={ROOT}",
          "-e", "ansible_python_interpreter=/usr/bin/python3"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False,
+    ).stdout  # fmt: skip
+
+
+def run_hub_cases(tmp_path: Path, cases: dict[str, dict]) -> dict[str, Outcome]:
+    """The hub's play, one inventory host per case with the case's variables over GOOD."""
+    hub = site_play("Servicehub hub")
+    # The roles stay: their defaults are part of what the preflight checks (one role defines a
+    # name, others use it). End each host right after the preflight: the proof that it passed,
+    # and a guard that nothing past it (no role, no task) runs from this test.
+    play = {**hub, "hosts": "all", "become": False, "tasks": []}
+    play["pre_tasks"] = [*hub["pre_tasks"], *PASSED]
+    hosts = {f"case-{i}": {**GOOD, **extra} for i, extra in enumerate(cases.values())}
+    found = outcomes(run_playbook(tmp_path, play, {"all": {"hosts": hosts}}))
+    return {name: found[f"case-{i}"] for i, name in enumerate(cases)}
+
+
+def run_cluster_case(tmp_path: Path, extra: dict, worker_address: str) -> Outcome:
+    """The play site.yml starts with (the workers and the swarm) on an inventory with a hub and
+    a worker, both this machine, the worker at ``worker_address``: one outcome for both."""
+    first = site_play("Preflight of the workers and the swarm", "playbooks/cluster-preflight.yml")
+    play = {**first, "become": False, "tasks": [*first["tasks"], *PASSED]}
+    inventory = {
+        "all": {"vars": {**GOOD, **extra}},
+        "hub": {"hosts": {"hub-host": {"swarm_advertise_address": this_machines_address()}}},
+        "workers": {"hosts": {"worker-host": {"swarm_advertise_address": worker_address}}},
+    }
+    found = outcomes(run_playbook(tmp_path, play, inventory))
+    return Outcome(
+        passed=all(o.passed for o in found.values()) and len(found) == 2,
+        error="".join(o.error for o in found.values()),
+        output="".join(o.output for o in found.values()),
+        tasks=[t for o in found.values() for t in o.tasks],
+    )
 
 
 def this_machines_address() -> str:
     """An IPv4 address of this machine that is not loopback (Ansible's all_ipv4_addresses)."""
     return subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()[0]
-
-
-def passed(result: subprocess.CompletedProcess[str]) -> bool:
-    return result.returncode == 0 and "Preflight passed" in result.stdout
 
 
 BAD = [
@@ -147,85 +193,79 @@ CLUSTER_RUNS: dict[str, tuple[str, dict]] = {
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
-    """All the module's runs at once: each is an ansible-playbook of its own, mostly the CPU
-    of starting Ansible, so they share the machine's cores instead of queueing."""
-    workers = max(2, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = {
-            name: pool.submit(run_preflight, tmp_path_factory.mktemp("preflight"), extra)
-            for name, extra in RUNS.items()
-        }
-        full = tmp_path_factory.mktemp("volumes")
-        (full / "whoami-alice").mkdir()
+def results(tmp_path_factory) -> dict[str, Outcome]:
+    """All the module's runs: the hub's cases in one run, each cluster case in a run of its own
+    (its inventory has the groups), side by side on the machine's cores."""
+    full = tmp_path_factory.mktemp("volumes")
+    (full / "whoami-alice").mkdir()
+    with concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 1)) as pool:
+        futures = {}
         for name, (address, extra) in CLUSTER_RUNS.items():
             extra = {k: v.format(full=full) if isinstance(v, str) else v for k, v in extra.items()}
             futures[name] = pool.submit(
-                run_preflight, tmp_path_factory.mktemp("preflight"), extra, address
+                run_cluster_case, tmp_path_factory.mktemp("cluster"), extra, address
             )
-        return {name: future.result() for name, future in futures.items()}
+        found = run_hub_cases(tmp_path_factory.mktemp("hub"), RUNS)
+        return {**found, **{name: future.result() for name, future in futures.items()}}
 
 
 def test_a_good_hub_passes_the_preflight(results):
     result = results["good"]
-    assert passed(result), result.stdout[-3000:]
-    # Nothing past the preflight ran: no role's first task.
-    assert "Install |" not in result.stdout
+    assert result.passed, result.error or result.output[-3000:]
+    # Nothing past the preflight ran: no role's task.
+    assert result.tasks[-1] == "Preflight passed", result.tasks[-5:]
+    assert not any(" | " in t and "Preflight |" not in t for t in result.tasks), result.tasks
 
 
 def test_header_names_of_ones_own_pass_the_preflight(results):
     result = results["own headers"]
-    assert passed(result), result.stdout[-3000:]
+    assert result.passed, result.error or result.output[-3000:]
 
 
 @pytest.mark.parametrize(("index", "variable"), [(i, v) for i, (v, _) in enumerate(BAD)])
 def test_a_bad_variable_stops_the_play_naming_it(results, index, variable):
     result = results[f"bad {index}"]
-    assert not passed(result)
-    assert result.returncode != 0
-    first_error = min(
-        i for i in (result.stdout.find(m) for m in ("[ERROR]", "fatal:", "failed:")) if i >= 0
-    )
-    assert variable in result.stdout[first_error:], result.stdout[-3000:]
+    assert not result.passed
+    assert variable in result.error, result.error or result.output[-3000:]
 
 
 def test_header_names_are_checked_with_non_default_names_too(results):
     """Inconsistent names: the groups header renamed to what the user header is renamed to."""
     result = results["inconsistent own headers"]
-    assert not passed(result)
-    assert "servicehub_groups_header" in result.stdout and "servicehub_user_header" in result.stdout
+    assert not result.passed
+    assert "servicehub_groups_header" in result.error and "servicehub_user_header" in result.error
 
 
 def test_volumes_root_sharing_a_filesystem_stops_the_play_when_required(results):
     """The state directory and the volumes root under it are on one filesystem here."""
     warned = results["good"]
-    assert passed(warned)
-    assert "WARNING: servicehub_volumes_root" in warned.stdout
+    assert warned.passed
+    assert "WARNING: servicehub_volumes_root" in warned.output
     required = results["separate filesystem required"]
-    assert not passed(required)
-    assert "servicehub_volumes_root" in required.stdout
+    assert not required.passed
+    assert "servicehub_volumes_root" in required.error
 
 
 def test_a_cluster_checks_its_machines_before_the_hub_changes(results):
     good = results["cluster good"]
-    assert passed(good), good.stdout[-3000:]
+    assert good.passed, good.error or good.output[-3000:]
     bad = results["cluster bad address"]
-    assert not passed(bad)
-    assert "swarm_advertise_address must be one of worker-host's IPv4 addresses" in bad.stdout
+    assert not bad.passed
+    assert "swarm_advertise_address must be one of worker-host's IPv4 addresses" in bad.error
 
 
 def test_a_cluster_checks_its_shared_storage_before_anything_changes(results):
     bad = results["cluster bad storage"]
-    assert not passed(bad)
-    assert "swarm_shared_storage must be glusterfs or external; got 'nfs'" in bad.stdout
+    assert not bad.passed
+    assert "swarm_shared_storage must be glusterfs or external; got 'nfs'" in bad.error
     bricks = results["cluster relative bricks"]
-    assert not passed(bricks)
-    assert "swarm_gluster_bricks_dir must be an absolute path" in bricks.stdout
+    assert not bricks.passed
+    assert "swarm_gluster_bricks_dir must be an absolute path" in bricks.error
     # External storage: the operator's mounts must be there.
     unmounted = results["cluster external unmounted"]
-    assert not passed(unmounted)
-    assert "swarm_shared_storage is external, but /" in unmounted.stdout
+    assert not unmounted.passed
+    assert "swarm_shared_storage is external, but /" in unmounted.error
     # A user's directory where a volume would be mounted: stopped, not hidden.
     hidden = results["cluster data hidden"]
-    assert not passed(hidden)
-    assert "already holds 1 entries, which the shared filesystem mounted there" in hidden.stdout
+    assert not hidden.passed
+    assert "already holds 1 entries, which the shared filesystem mounted there" in hidden.error

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ from tests.swarm_cluster import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +258,67 @@ def test_sessions_cannot_reach_each_other_on_one_worker_or_across(cluster, tmp_p
         finally:
             await backend.close()
             firewall_workers(cluster, "-D")
+
+    asyncio.run(scenario())
+
+
+NODE_FILES = ("__init__.py", "counters.py", "node_counters.py")
+NODE_LIB = "/usr/local/lib/servicehub-node"
+
+
+def collect_on(worker: str, hub: str, into: Path) -> None:
+    """The counters collector as the role runs it on a worker: the three files it copies, the
+    worker's own python3; then its file into ``into``, as the shared directory would carry it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / "servicehub"
+        package.mkdir()
+        for name in NODE_FILES:
+            shutil.copy(ROOT / "servicehub" / name, package / name)
+        node(worker, "mkdir", "-p", NODE_LIB, "/tmp/counters")
+        sh("docker", "cp", str(package), f"{PREFIX}-{worker}:{NODE_LIB}/")
+    run = ["env", f"PYTHONPATH={NODE_LIB}", "python3", "-s", "-m", "servicehub.node_counters"]
+    node(worker, *run, "--dir", "/tmp/counters", "--hub", hub)
+    sh("docker", "cp", f"{PREFIX}-{worker}:/tmp/counters/.", str(into))
+
+
+def test_a_workers_collector_gives_the_hub_its_sessions_counters(cluster, tmp_path):
+    """The collector on the session's worker reads its counters there; the hub's backend reads
+    them from its file, and they grow with the traffic the hub sends to the session."""
+    counters_dir = tmp_path / "counters"
+    counters_dir.mkdir()
+    config = hub_config(cluster, tmp_path)
+    settings = dataclasses.replace(config.backend.swarm, counters_dir=counters_dir)
+    config = dataclasses.replace(
+        config, backend=dataclasses.replace(config.backend, swarm=settings)
+    )
+    app = config.apps["whoami"]
+
+    async def scenario():
+        backend = SwarmBackend(config)
+        try:
+            await backend.prepare()
+            info = await backend.spawn(app, "alice@example.org", "alice-x")
+            worker, url = task_node(info.name), info.url(app.port)
+            assert url is not None
+            wait_for(lambda: '"env"' in cluster.hub_fetch(f"{url}/whoami"), 30, "the app")
+            assert await backend.counters(info.container_id) is None  # nothing collected yet
+
+            collect_on(worker, config.hub, counters_dir)
+            backend.clock = lambda: time.monotonic() + 3600  # past the cache: read again
+            first = await backend.counters(info.container_id)
+            assert first is not None and first.boot, sorted(counters_dir.iterdir())
+            for _ in range(20):
+                assert '"env"' in cluster.hub_fetch(f"{url}/whoami")
+            collect_on(worker, config.hub, counters_dir)
+            backend.clock = lambda: time.monotonic() + 7200
+            second = await backend.counters(info.container_id)
+            assert second is not None and second.boot == first.boot
+            assert second.read > first.read
+            assert second.net_bytes > first.net_bytes, (first, second)
+            assert second.cpu_ns > first.cpu_ns, (first, second)
+            await backend.remove(info.container_id)
+        finally:
+            await backend.close()
 
     asyncio.run(scenario())
 

@@ -481,3 +481,77 @@ def test_what_the_state_remembers_as_logged_is_what_the_row_said(tmp_path):
         "gone/bob-x": rows["bob"].said,
     }
     assert rows["bob"].said == "skip:-"
+
+
+# --- a swarm node's collector: samples on the node's clock, up to a period old ---------------
+class NodeBackend(Backend):
+    """Counters as ``SwarmBackend`` gives them: the node collector's last sample, stamped with
+    the node's monotonic clock and boot, whenever the node wrote it."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.samples: dict[str, Counters] = {}
+
+    def collect(self, info: SessionInfo, node_time: float, net: int, cpu_s: float) -> None:
+        """The node's collector writes its file."""
+        self.samples[info.container_id] = Counters(
+            node_time, net, int(cpu_s * 1e9), pid=7, boot="node-boot"
+        )
+
+    async def counters(self, container_id: str, pid: int = 0) -> Counters | None:
+        return self.samples.get(container_id)
+
+
+def node_hub(tmp_path, **app) -> Hub:
+    hub = Hub(tmp_path, **app)
+    hub.backend = NodeBackend(hub.clock)
+    return hub
+
+
+def test_a_nodes_sample_gives_a_rate_over_the_nodes_own_interval(tmp_path):
+    hub = node_hub(tmp_path, cpu_threshold=0.3)
+    erin = hub.backend.add("erin")
+    hub.clock.advance(9 * MIN)
+    hub.backend.collect(erin, 1000.0, 0, 0.0)
+    hub.reap()
+    # Half a core over the node's 20 s between its two samples. Over the reaper's minute it
+    # would be a sixth of a core (below cpu_threshold), over ~0 s a division by nothing.
+    hub.backend.collect(erin, 1020.0, 0, 10.0)
+    hub.clock.advance(MIN)
+    row = hub.reap()["erin"]
+    assert (row.decision, row.source, row.idle_for) == ("keep", "cpu", 0), row
+    (record,) = load_state(hub.config.state_dir / "reaper.json").sessions.values()
+    assert (record.counters.read, record.counters.boot) == (1020.0, "node-boot")  # as taken
+
+
+def test_a_nodes_file_not_rewritten_since_the_last_run_is_no_interval(tmp_path):
+    hub = node_hub(tmp_path, activity_bytes="8k", idle_timeout="3m")
+    fay = hub.backend.add("fay")
+    hub.clock.advance(MIN)
+    request(tmp_path, fay, hub.clock.wall)
+    hub.backend.collect(fay, 1000.0, 0, 0.0)
+    hub.reap()
+    # The node's collector is late: the same sample again. Not a minute without traffic.
+    hub.clock.advance(MIN)
+    row = hub.reap()["fay"]
+    assert (row.decision, row.source) == ("keep", "access-log"), row
+    (record,) = load_state(hub.config.state_dir / "reaper.json").sessions.values()
+    assert record.rates == () and record.counters.read == 1000.0
+    # Its next sample: 20 KiB over the node's 80 s since the first one counts.
+    hub.backend.collect(fay, 1080.0, 20 * 1024, 0.0)
+    hub.clock.advance(MIN)
+    row = hub.reap()["fay"]
+    assert (row.decision, row.source, row.idle_for) == ("keep", "network", 0), row
+
+
+def test_a_sample_of_another_boot_is_no_interval(tmp_path):
+    hub = node_hub(tmp_path, cpu_threshold=0.3)
+    gus = hub.backend.add("gus")
+    hub.clock.advance(9 * MIN)
+    hub.backend.collect(gus, 1000.0, 0, 0.0)
+    hub.reap()
+    # The node rebooted (the task would be gone with it; a stand-in here): its clock's 1000 s
+    # of a busy core are not comparable with the first sample's.
+    hub.backend.samples[gus.container_id] = Counters(2000.0, 0, 1000 * 10**9, boot="node-boot-2")
+    hub.clock.advance(MIN)
+    assert hub.reap()["gus"].source == "spawn"

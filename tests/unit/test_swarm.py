@@ -2,7 +2,10 @@
 scripted manager: what it asks the API, not what a real swarm does (tests/integration/
 test_swarm.py does that)."""
 
+import json
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,7 @@ from servicehub import swarm
 from servicehub.backend import SpawnError, container_spec
 from servicehub.backend_config import SwarmConfig
 from servicehub.config import ConfigError, parse_config
+from servicehub.counters import Counters
 from servicehub.swarm import Node, SwarmBackend
 
 APP = {"image": "img", "port": 8888, "limits": {"memory": "2g", "cpus": 2, "pids": 300}}
@@ -396,3 +400,52 @@ async def test_a_session_no_node_could_ever_hold_does_not_wait_for_room():
     manager = Manager([], [[]], nodes=[node_doc("w1", memory=1)])
     assert await SwarmBackend(CONFIG, client=manager).has_room(NB, [])
     assert ("GET", "/tasks") not in manager.calls
+
+
+# --- counters from the nodes' collector files ----------------------------------------------
+def test_the_counters_directory_is_an_absolute_path():
+    assert CONFIG.backend.swarm.counters_dir == Path("/var/lib/servicehub/counters")
+    with pytest.raises(ConfigError) as bad:
+        parse_config(
+            {
+                "backend": {"type": "swarm", "swarm": {"counters_dir": "counters"}},
+                "apps": {"nb": APP},
+            }
+        )
+    assert bad.value.key == "backend.swarm.counters_dir"
+
+
+def write_node(directory, node, sessions, written=None):
+    doc = {
+        "node": node,
+        "written": time.time() if written is None else written,
+        "sessions": {
+            s: Counters(r, n, 0, 7, boot=node).to_json() for s, (r, n) in sessions.items()
+        },
+    }
+    (directory / f"{node}.json").write_text(json.dumps(doc))
+
+
+async def test_counters_are_the_nodes_samples_read_once_per_short_period(tmp_path):
+    config = parse_config(
+        {
+            "hub": "h",
+            "backend": {"type": "swarm", "swarm": {"counters_dir": str(tmp_path)}},
+            "apps": {"nb": APP},
+        }
+    )
+    backend = SwarmBackend(config, client=Manager([], [[]]))
+    clock = [100.0]
+    backend.clock = lambda: clock[0]
+    write_node(tmp_path, "n1", {"s1": (10.0, 1)})
+    write_node(tmp_path, "n2", {"s2": (20.0, 2)})
+    write_node(tmp_path, "n3", {"s3": (30.0, 3)}, written=time.time() - 3600)  # stale
+    assert (await backend.counters("s1", 4242)) == Counters(10.0, 1, 0, 7, boot="n1")
+    assert (await backend.counters("s2")).net_bytes == 2
+    assert await backend.counters("s3") is None
+    write_node(tmp_path, "n1", {"s1": (30.0, 5)})
+    clock[0] += swarm.COUNTERS_TTL / 2
+    assert (await backend.counters("s1")).net_bytes == 1  # the same reading
+    clock[0] += swarm.COUNTERS_TTL
+    assert (await backend.counters("s1")).net_bytes == 5
+    assert backend.docker.calls == []  # the files only, never the engine

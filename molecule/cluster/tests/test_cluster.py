@@ -30,6 +30,7 @@ ROUTES_DIR = role_value("traefik", "defaults", "traefik_dynamic_dir")
 SHARED_DIRS = {
     "volumes": role_value("servicehub", "defaults", "servicehub_volumes_root"),
     "groups": role_value("servicehub", "defaults", "servicehub_groups_root"),
+    "counters": role_value("servicehub", "defaults", "servicehub_swarm_counters_dir"),
 }
 GLUSTER_PREFIX = role_value("swarm", "vars", "__swarm_gluster_volume_prefix")
 GLUSTERD_PORT = role_value("swarm", "vars", "__swarm_gluster_tcp_ports")[0]
