@@ -539,16 +539,16 @@ class SwarmBackend:
     async def counters(self, container_id: str, pid: int = 0) -> Counters | None:
         """The session's latest sample from its node's collector (``node_counters.py``), on
         that node's clock; None without a fresh one. ``pid`` is the node's: not used here."""
-        return self._samples().get(container_id)
+        return (await self._samples()).get(container_id)
 
-    def _samples(self) -> dict[str, Counters]:
+    async def _samples(self) -> dict[str, Counters]:
         """Every node's samples, read again at most every ``COUNTERS_TTL``: a reaper run or
         an admin page asks for every session in turn, and costs one read of each node's file.
-        Read in the loop: a few small files, where a thread would cost as much as the reads."""
+        Read in a thread: the files are on a network filesystem, which may stall."""
         now = self.clock()
         if self._read_at is None or now - self._read_at >= COUNTERS_TTL:
             directory = self.config.backend.swarm.counters_dir
-            self._collected = read_samples(directory, time.time())
+            self._collected = await asyncio.to_thread(read_samples, directory, time.time())
             self._read_at = now
         return self._collected
 
