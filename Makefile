@@ -98,6 +98,8 @@ CLUSTER_VOLUMES := servicehub-cluster-hub-docker servicehub-cluster-hub-bricks \
 molecule-cluster: venv oidc-provider
 	scripts/ensure-docker.sh
 	docker build --pull=false -q -t servicehub-test/swarm-node:12 molecule/images/swarm-node >/dev/null
+	@# An interrupted run leaves its machines: their engines' volumes would keep the old swarm.
+	-docker rm -f cluster-hub cluster-w1 cluster-w2 >/dev/null 2>&1
 	-docker volume rm $(CLUSTER_VOLUMES) >/dev/null 2>&1
 	$(MOLECULE_TEST) cluster
 
