@@ -122,6 +122,13 @@ def test_every_member_mounts_the_shared_directories_from_the_hub(name):
         assert mounted == ["fuse.glusterfs", f"{hub}:/{GLUSTER_PREFIX}{dir_name}"], (path, mounted)
 
 
+def test_the_bricks_are_roots_alone(host):
+    """The users' files are on the hub under the bricks' directory: only through the mounts."""
+    storage = Path(__file__).parents[1] / "host_vars" / "cluster-hub" / "storage.yml"
+    bricks = host.file(yaml.safe_load(storage.read_text())["swarm_gluster_bricks_dir"])
+    assert (bricks.user, bricks.group, bricks.mode) == ("root", "root", 0o700)
+
+
 def test_the_shared_volumes_accept_the_members_only(host):
     members = sorted(address(name) for name in ("cluster-hub", *WORKERS))
     for dir_name in SHARED_DIRS:
