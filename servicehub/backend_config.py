@@ -35,7 +35,7 @@ class SwarmConfig:
     watch_interval: float = 10.0
     # Where each node's collector writes its sessions' counters (node_counters.py): a
     # directory every member of the swarm mounts at this same path.
-    counters_dir: Path = Path("/var/lib/servicehub/counters")
+    counters_dir: Path = Path("/var/lib/servicehub-counters")
 
 
 @dataclass(frozen=True)

@@ -404,7 +404,7 @@ async def test_a_session_no_node_could_ever_hold_does_not_wait_for_room():
 
 # --- counters from the nodes' collector files ----------------------------------------------
 def test_the_counters_directory_is_an_absolute_path():
-    assert CONFIG.backend.swarm.counters_dir == Path("/var/lib/servicehub/counters")
+    assert CONFIG.backend.swarm.counters_dir == Path("/var/lib/servicehub-counters")
     with pytest.raises(ConfigError) as bad:
         parse_config(
             {

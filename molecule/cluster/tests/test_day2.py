@@ -17,6 +17,7 @@ from test_cluster import (
     address,
     browse,
     format_arg,
+    published_port,
     role_value,
     session_nodes,
     worker,
@@ -24,6 +25,7 @@ from test_cluster import (
 
 testinfra_hosts = ["ansible://cluster-hub"]
 DAEMON_UNIT = role_value("servicehub", "vars", "__servicehub_unit")
+COUNTERS_TIMER = role_value("servicehub", "vars", "__servicehub_counters_timer")
 RECAP = r"^(\S+)\s+: ok=\d+\s+changed=(\d+)"
 
 
@@ -44,13 +46,12 @@ def playbook(host, name, worker):
     return {m[1]: int(m[2]) for m in re.finditer(RECAP, recap, re.M)}
 
 
-def write_note(user, node, text):
-    """Write /data/note inside ``user``'s session container on ``node``, as the app's user."""
-    container = (
-        worker(node).run_test(f"docker ps -q --filter label=servicehub.user={user}").stdout.split()
-    )
-    assert len(container) == 1, container
-    worker(node).run_test(f"docker exec {container[0]} sh -c 'echo {text} > /data/note'")
+def write_note(host, user, node, text):
+    """PUT /data/note to ``user``'s session on ``node`` from the hub, as Traefik reaches it: the
+    app writes the file into its /data (the nested containers cannot be entered here)."""
+    url = f"http://{address(node)}:{published_port(host, user)}/data/note"
+    put = host.run(f"curl -sS --fail -X PUT --data-binary {text} {url}")
+    assert put.rc == 0 and put.stdout.startswith("stored"), put.stdout + put.stderr
 
 
 def read_note(host, user, pebble_root):
@@ -79,7 +80,7 @@ def test_drain_ends_a_workers_sessions_and_their_next_request_runs_elsewhere(hos
     browse(host, "bob", pebble_root)
     (drained,) = session_nodes(host)["alice@example.org"]
     (other,) = set(WORKERS) - {drained}
-    write_note("alice@example.org", drained, "written-on-" + drained)
+    write_note(host, "alice@example.org", drained, "written-on-" + drained)
     assert playbook(host, "drain-worker.yml", drained)["cluster-hub"] > 0
     assert availability(host, drained) == "drain"
     assert running_on(host, drained) == []
@@ -113,6 +114,7 @@ def test_remove_worker_then_add_it_again(host, pebble_root):
     assert gone_address not in members(host)
     for path in SHARED_DIRS.values():
         assert worker(gone).run(f"findmnt {path}").rc != 0, path
+    assert not worker(gone).service(COUNTERS_TIMER).is_running
     assert set(playbook(host, "remove-worker.yml", gone).values()) == {0}
 
     assert playbook(host, "add-worker.yml", gone)[gone] > 0
@@ -129,6 +131,7 @@ def test_remove_worker_then_add_it_again(host, pebble_root):
         assert worker(gone).run_test(f"findmnt -n -o FSTYPE {path}").stdout.strip() == (
             "fuse.glusterfs"
         )
+    assert worker(gone).service(COUNTERS_TIMER).is_running
 
 
 def test_a_dead_worker_loses_its_sessions_and_the_next_request_runs_elsewhere(host, pebble_root):
