@@ -15,9 +15,9 @@ if [ "$status" -ne 0 ]; then
     plain=$(sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *│ \{0,1\}//' "$log")
     echo
     echo "==== molecule test -s $scenario failed (exit $status); why, repeated from above ===="
-    # pytest's traceback of each failure, cut to its end: the assertion and its message.
-    sed -n '/=\{5,\} FAILURES =\{5,\}/,/short test summary info/p' <<<"$plain" | tail -n 60
-    grep -E '^FAILED .*::' <<<"$plain" | tail -n 20
+    # pytest's tracebacks cut to their end (the last assertion and its message), then its
+    # summary of the failed tests. The frame wraps long lines: a line may go on in the next.
+    sed -n '/=\{5,\} FAILURES/,/=\{3,\} [0-9]\{1,\} failed/p' <<<"$plain" | tail -n 90
     grep -E '^fatal: |^failed: |^ERROR ' <<<"$plain" | cut -c1-400 | tail -n 10
 fi
 exit "$status"
