@@ -508,12 +508,19 @@ def node_hub(tmp_path, **app) -> Hub:
     return hub
 
 
-def test_a_nodes_sample_gives_a_rate_over_the_nodes_own_interval(tmp_path):
+def sampled_once(tmp_path, name: str) -> tuple[Hub, SessionInfo]:
+    """A session of a CPU-counting app, 9 min old, whose node wrote one idle sample at its
+    1000 s, seen by one reaper run."""
     hub = node_hub(tmp_path, cpu_threshold=0.3)
-    erin = hub.backend.add("erin")
+    info = hub.backend.add(name)
     hub.clock.advance(9 * MIN)
-    hub.backend.collect(erin, 1000.0, 0, 0.0)
+    hub.backend.collect(info, 1000.0, 0, 0.0)
     hub.reap()
+    return hub, info
+
+
+def test_a_nodes_sample_gives_a_rate_over_the_nodes_own_interval(tmp_path):
+    hub, erin = sampled_once(tmp_path, "erin")
     # Half a core over the node's 20 s between its two samples. Over the reaper's minute it
     # would be a sixth of a core (below cpu_threshold), over ~0 s a division by nothing.
     hub.backend.collect(erin, 1020.0, 0, 10.0)
@@ -545,11 +552,7 @@ def test_a_nodes_file_not_rewritten_since_the_last_run_is_no_interval(tmp_path):
 
 
 def test_a_sample_of_another_boot_is_no_interval(tmp_path):
-    hub = node_hub(tmp_path, cpu_threshold=0.3)
-    gus = hub.backend.add("gus")
-    hub.clock.advance(9 * MIN)
-    hub.backend.collect(gus, 1000.0, 0, 0.0)
-    hub.reap()
+    hub, gus = sampled_once(tmp_path, "gus")
     # The node rebooted (the task would be gone with it; a stand-in here): its clock's 1000 s
     # of a busy core are not comparable with the first sample's.
     hub.backend.samples[gus.container_id] = Counters(2000.0, 0, 1000 * 10**9, boot="node-boot-2")
