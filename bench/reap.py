@@ -112,6 +112,7 @@ def write_node_files(directory: Path, sessions: int) -> float:
     sample read from the one real container. The seconds one node's collection took."""
     from servicehub import node_counters
     from servicehub.counters import Counters, read_counters
+    from servicehub.files import write_atomic
 
     real_id, real_pid = os.environ["BENCH_CONTAINER"], int(os.environ["BENCH_PID"])
     boot = Path(node_counters.BOOT_ID).read_text().strip()
@@ -129,7 +130,7 @@ def write_node_files(directory: Path, sessions: int) -> float:
         start = time.perf_counter()
         samples = node_counters.collect(ids, {s: real_pid for s in ids.values()}, int, read)
         text = node_counters.document(f"node{first}", time.time(), samples)
-        node_counters.write_atomic(directory / f"node{first}.json", text)
+        write_atomic(directory / f"node{first}.json", text, node_counters.FILE_MODE)
         took.append(time.perf_counter() - start)
     return max(took)
 

@@ -8,8 +8,9 @@ for its own containers) and replaces one file per node, ``<dir>/<node id>.json``
 filesystem every member mounts at the same path. The hub's ``SwarmBackend.counters`` reads
 them with ``read_samples``.
 
-Workers do not have the servicehub package: the role copies this module, ``counters.py`` and
-the package's ``__init__.py`` there, so this imports only the standard library and ``.counters``.
+Workers do not have the servicehub package: the role copies this module, ``counters.py``,
+``files.py`` and the package's ``__init__.py`` there, so this imports only the standard library,
+``.counters`` and ``.files``.
 
 A sample's ``read`` is the node's CLOCK_BOOTTIME and names the node's boot: the reaper takes a
 rate over the node's own interval between two samples, whatever the hub's and the node's wall
@@ -23,10 +24,8 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .counters import CGROUP_ROOT, PROC, Counters, read_counters, read_small
+from .files import write_atomic
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 API_VERSION = "v1.41"  # Debian 12's docker.io, as docker_api.API_VERSION
@@ -45,6 +45,8 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # Three collector periods (the role's timer writes every 20 s) and a reaper minute's slack.
 STALE_AFTER = 120.0
 TIMEOUT = 10.0
+# The hub's reaper and daemon read the files under their own accounts.
+FILE_MODE = 0o644
 
 Reader = Callable[[int, str], Counters | None]
 
@@ -90,22 +92,6 @@ def collect(
 def document(node: str, written: float, samples: dict[str, Counters]) -> str:
     sessions = {service: c.to_json() for service, c in sorted(samples.items())}
     return json.dumps({"node": node, "written": written, "sessions": sessions})
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` whole (temp file in the same directory, then rename): a reader on any
-    member sees the old file or the new one. A dot name, so no reader takes it for a node's."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # the hub's reaper and daemon read it under their own accounts
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def known_pids(path: Path) -> dict[str, int]:
@@ -219,7 +205,7 @@ def run(
     finally:
         with contextlib.suppress(OSError):
             engine.close()
-    write_atomic(path, document(node, time.time(), samples))
+    write_atomic(path, document(node, time.time(), samples), FILE_MODE)
     return 0
 
 

@@ -262,12 +262,12 @@ def test_sessions_cannot_reach_each_other_on_one_worker_or_across(cluster, tmp_p
     asyncio.run(scenario())
 
 
-NODE_FILES = ("__init__.py", "counters.py", "node_counters.py")
+NODE_FILES = ("__init__.py", "counters.py", "files.py", "node_counters.py")
 NODE_LIB = "/usr/local/lib/servicehub-node"
 
 
 def collect_on(worker: str, hub: str, into: Path) -> None:
-    """The counters collector as the role runs it on a worker: the three files it copies, the
+    """The counters collector as the role runs it on a worker: the four files it copies, the
     worker's own python3; then its file into ``into``, as the shared directory would carry it."""
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "servicehub"

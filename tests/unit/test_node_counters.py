@@ -19,6 +19,7 @@ import pytest
 from servicehub import node_counters
 from servicehub.counters import Counters
 from servicehub.node_counters import (
+    FILE_MODE,
     HUB_LABEL,
     SERVICE_LABEL,
     collect,
@@ -95,7 +96,7 @@ def test_one_container_that_fails_leaves_the_others():
 def test_a_write_replaces_the_file_whole_and_readable_by_all(tmp_path):
     path = tmp_path / "node1.json"
     path.write_text("old")
-    write_atomic(path, '{"new": 1}')
+    write_atomic(path, '{"new": 1}', FILE_MODE)
     assert path.read_text() == '{"new": 1}'
     assert path.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["node1.json"]  # no temp file left
@@ -223,11 +224,11 @@ def test_no_engine_is_a_failed_run_that_says_why(tmp_path, capsys):
     assert "servicehub node counters:" in capsys.readouterr().err
 
 
-def test_it_runs_from_the_three_files_a_worker_gets(tmp_path):
+def test_it_runs_from_the_four_files_a_worker_gets(tmp_path):
     """A worker has no servicehub package and no venv: only these files, the system python."""
     package = tmp_path / "servicehub"
     package.mkdir()
-    for name in ("__init__.py", "counters.py", "node_counters.py"):
+    for name in ("__init__.py", "counters.py", "files.py", "node_counters.py"):
         shutil.copy(ROOT / "servicehub" / name, package / name)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     python = shutil.which("python3") or sys.executable
